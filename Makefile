@@ -1,0 +1,49 @@
+# Two commands do everything on a fresh machine:  make run   and   make test
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+STATE := $(CURDIR)/.state
+export DAGSTER_HOME ?= $(STATE)/dagster_home
+export ETL_LANDING_URI ?= $(CURDIR)/data/landing
+export ETL_LAKE_URI ?= $(CURDIR)/data/lake
+SCALE ?= 1
+DAYS ?= 7
+SEED ?= 42
+
+.PHONY: install run test dev sample clean check-java
+
+install: $(STAMP)
+
+check-java:
+	@command -v java >/dev/null 2>&1 || { echo "ERROR: Java 17 is required by Spark 4 but 'java' is not on PATH. Install it (Debian: apt-get install openjdk-17-jre-headless) and retry." >&2; exit 1; }
+	@v=$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1); \
+	if [ -z "$$v" ] || [ "$$v" -lt 17 ]; then echo "ERROR: Java 17 or newer is required by Spark 4, found: $$(java -version 2>&1 | head -1). Install openjdk-17 and retry." >&2; exit 1; fi
+
+$(STAMP): pyproject.toml requirements.lock | check-java
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c requirements.lock -e '.[test]'
+	@mkdir -p $(DAGSTER_HOME) && cp -n etl_assets/instance/dagster.local.yaml $(DAGSTER_HOME)/dagster.yaml 2>/dev/null || true
+	@touch $(STAMP)
+
+sample: install
+	@if [ -d "$(ETL_LANDING_URI)" ] && [ -n "$$(ls -A $(ETL_LANDING_URI) 2>/dev/null)" ]; then \
+		echo "sample data already in $(ETL_LANDING_URI) (remove it to regenerate)"; \
+	else $(BIN)/python -m etl_assets.sample_data --out $(ETL_LANDING_URI) --days $(DAYS) --seed $(SEED) --scale $(SCALE); fi
+
+run: install sample
+	@mkdir -p $(DAGSTER_HOME); start=$$(date +%s.%N); \
+	$(BIN)/dagster job execute -m etl_assets -j etl_all && \
+	$(BIN)/python -m etl_assets.summary --lake $(ETL_LAKE_URI) --started $$start
+
+test: install
+	$(BIN)/python -m pytest -q etl_assets_tests
+
+dev: install
+	@mkdir -p $(DAGSTER_HOME)
+	$(BIN)/dagster dev -h 127.0.0.1 -p $${PORT:-3000} -m etl_assets
+
+clean:
+	rm -rf $(STATE) data spark-warehouse

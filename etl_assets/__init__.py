@@ -1,0 +1,5 @@
+"""Lakehouse ETL platform: nine landed sources -> bronze -> silver (+ quarantine) -> gold."""
+
+from etl_assets.definitions import defs
+
+__all__ = ["defs"]

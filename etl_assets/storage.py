@@ -1,0 +1,123 @@
+"""The landing zone behind one small interface: a local folder or an S3 prefix.
+
+Discovery (listing landed files) and staging (making a landed file readable by Spark) go through
+``LandingStore``; the bronze reader never knows which kind it has.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from etl_assets.registry import Dataset
+
+DT_RE = re.compile(r"(?:^|/)dt=(\d{4}-\d{2}-\d{2})/")
+
+
+class LandingError(Exception):
+    """A landed file that cannot be used; the message names the file."""
+
+
+@dataclass(frozen=True)
+class LandedFile:
+    key: str  # path relative to the landing root, with forward slashes
+    uri: str  # what lineage records as ``_source_file``
+    size: int
+    etag: str  # content version: S3 ETag, or mtime+size for a local file
+    last_modified: float
+
+    @property
+    def dt(self) -> str | None:
+        m = DT_RE.search("/" + self.key)
+        return m.group(1) if m else None
+
+
+def safe_key(key: str) -> bool:
+    """A key is safe when it has no ``..``/``.``/empty segments and is not absolute."""
+    if key.startswith("/") or "\\" in key or "\x00" in key:
+        return False
+    return all(part not in ("", ".", "..") for part in key.split("/"))
+
+
+def parse_uri(uri: str) -> tuple[str, str]:
+    """``(scheme, location)``: ``('file', '/abs/path')`` or ``('s3', 'bucket/prefix')``."""
+    if uri.startswith("s3://") or uri.startswith("s3a://"):
+        parsed = urlparse(uri)
+        if not parsed.netloc:
+            raise ValueError(f"malformed S3 URI {uri!r}: no bucket")
+        return "s3", (parsed.netloc + "/" + parsed.path.strip("/")).rstrip("/")
+    if uri.startswith("file://"):
+        return "file", os.path.abspath(urlparse(uri).path)
+    if "://" in uri:
+        raise ValueError(f"unsupported URI {uri!r}: use a folder, file:// or s3://")
+    return "file", os.path.abspath(uri)
+
+
+class LandingStore:
+    """Lists and stages landed files. Subclasses: ``LocalLandingStore``, ``S3LandingStore``."""
+
+    root_uri: str
+
+    def list_files(self, prefix: str = "") -> list[LandedFile]:
+        raise NotImplementedError
+
+    def local_path(self, f: LandedFile) -> str:
+        """A local path Spark can read for this file (a staged copy for remote stores)."""
+        raise NotImplementedError
+
+    def dataset_files(self, ds: Dataset) -> list[LandedFile]:
+        """The dataset's files under ``<system>/<dataset>/dt=YYYY-MM-DD/`` with its extension,
+        sorted by key. Files elsewhere or with unsafe keys are not the dataset's."""
+        out = []
+        for f in self.list_files(ds.landing_prefix + "/"):
+            rest = f.key[len(ds.landing_prefix) + 1 :]
+            if not safe_key(f.key) or not f.key.lower().endswith(ds.ext):
+                continue
+            if not re.match(r"^dt=\d{4}-\d{2}-\d{2}/[^/]+$", rest):
+                continue
+            out.append(f)
+        return sorted(out, key=lambda f: f.key)
+
+
+class LocalLandingStore(LandingStore):
+    def __init__(self, root: str):
+        self.root = Path(parse_uri(root)[1])
+        self.root_uri = str(self.root)
+
+    def list_files(self, prefix: str = "") -> list[LandedFile]:
+        base = self.root / prefix
+        if not base.exists():
+            return []
+        out = []
+        for dirpath, _dirs, files in os.walk(base, followlinks=False):
+            for name in files:
+                full = Path(dirpath) / name
+                if full.is_symlink():
+                    continue  # never follow links out of the landing root
+                st = full.stat()
+                key = full.relative_to(self.root).as_posix()
+                out.append(
+                    LandedFile(
+                        key=key,
+                        uri=str(full),
+                        size=st.st_size,
+                        etag=f"{st.st_mtime_ns:x}-{st.st_size:x}",
+                        last_modified=st.st_mtime,
+                    )
+                )
+        return sorted(out, key=lambda f: f.key)
+
+    def local_path(self, f: LandedFile) -> str:
+        return str(self.root / f.key)
+
+
+def landing_store(uri: str) -> LandingStore:
+    scheme, _ = parse_uri(uri)
+    if scheme == "file":
+        return LocalLandingStore(uri)
+    from etl_assets.s3 import S3LandingStore  # boto3 only where needed
+
+    return S3LandingStore(uri)
