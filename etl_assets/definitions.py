@@ -4,31 +4,43 @@ from __future__ import annotations
 
 from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
 
-from etl_assets.assets.factory import BRONZE_ASSETS, RAW_SPECS, SILVER_ASSETS
+from etl_assets.assets.factory import BRONZE_ASSETS, RAW_CHECKS, RAW_SPECS, SILVER_ASSETS
 from etl_assets.assets.gold import GOLD_ASSETS
-from etl_assets.resources import PlatformResource, SparkResource
+from etl_assets.resources import PlatformResource, SparkResource, build_executor
+from etl_assets.sensors import landing_arrival_sensor, landing_ingest_job, lakehouse_automation_sensor
 from etl_assets.settings import Settings, load_settings
 
 
 def build_resources(settings: Settings) -> dict:
-    return {
-        "spark": SparkResource(),
-        "platform": PlatformResource(
-            env=settings.env,
-            landing_uri=settings.landing_uri,
-            lake_uri=settings.lake_uri,
-            pii_salt=settings.pii_salt,
-            pii_key=settings.pii_key,
-        ),
+    """The resources of every environment, declared once: ``ETL_ENV`` selects
+    ``etl_assets/environments/<env>.yaml`` and environment variables override it (settings.py)."""
+    resources = {
+        "spark": SparkResource.from_settings(settings.spark),  # local[*] / master URL / sc://
+        "platform": PlatformResource.from_settings(settings),  # secrets by reference outside local
     }
+    if settings.spark.engine == "emr":  # tables built on EMR Serverless through Pipes
+        from etl_assets.emr.launch import EmrServerlessRunner
+
+        resources["emr"] = EmrServerlessRunner.from_settings(settings)
+    return resources
+
+
+def engine_assets(settings: Settings, assets: list) -> list:
+    """The EMR engine replaces the per-table Spark assets by one multi-asset (same keys)."""
+    if settings.spark.engine != "emr":
+        return assets
+    from etl_assets.emr.launch import emr_assets
+
+    return emr_assets(assets)
 
 
 # Every table (bronze, silver, quarantine, gold): everything present in the landing zone.
-# In-process: one SparkSession (one JVM) serves every step of the run.
+# Executor per environment (Definitions below): in-process with a classic engine, one
+# SparkSession (one JVM) serves every step; multiprocess with Spark Connect (thin clients).
 etl_all = define_asset_job(
     "etl_all",
-    selection=AssetSelection.groups("bronze", "silver", "gold"),
-    executor_def=in_process_executor,
+    selection=AssetSelection.groups("bronze", "silver", "gold")
+    | AssetSelection.checks_for_assets(*[s.key for s in RAW_SPECS]),
     description="Process everything in the landing zone: bronze, silver + quarantine, gold.",
 )
 
@@ -36,9 +48,13 @@ etl_all = define_asset_job(
 def build_definitions(settings: Settings | None = None) -> Definitions:
     settings = settings or load_settings()
     return Definitions(
-        assets=[*RAW_SPECS, *BRONZE_ASSETS, *SILVER_ASSETS, *GOLD_ASSETS],
-        jobs=[etl_all],
+        assets=engine_assets(settings, [*RAW_SPECS, *BRONZE_ASSETS, *SILVER_ASSETS, *GOLD_ASSETS]),
+        asset_checks=RAW_CHECKS,
+        jobs=[etl_all, landing_ingest_job],
+        sensors=[landing_arrival_sensor, lakehouse_automation_sensor],
         resources=build_resources(settings),
+        # Runs launched by the automation sensor: one process, one SparkSession (as etl_all).
+        executor=build_executor(settings),
     )
 
 

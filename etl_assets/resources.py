@@ -1,10 +1,20 @@
-"""Dagster resources: the Spark engine and the platform's storage locations and secrets."""
+"""Dagster resources: the Spark engine and the platform's storage locations and secrets.
+
+``SparkResource`` is the one way asset code gets a ``SparkSession``; the same asset code runs on
+an embedded ``local[*]`` driver, on a cluster master (``spark://``, ``yarn``, ``k8s://``) or on a
+Spark Connect server (``sc://``). Code that touches the session must not use ``sparkContext``
+(or RDDs, ``_jvm``, ``_jsc``): Spark Connect has none.
+
+``PlatformResource`` carries where the landing zone and lake are and the PII salt/key. Outside
+``local`` it holds the *names* of the secrets, not their values (resource configuration is shown
+in the Dagster UI), and resolves them from AWS Secrets Manager in the process that runs a step.
+"""
 
 from __future__ import annotations
 
 import os
 
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, EnvVar, in_process_executor, multiprocess_executor
 from pydantic import Field, PrivateAttr
 from pyspark.sql import SparkSession
 
@@ -25,6 +35,21 @@ BASE_CONF = {
     "spark.hadoop.parquet.enable.summary-metadata": "false",
 }
 
+# Settings a Spark Connect client cannot set: they belong to the server's (static) configuration.
+_SERVER_SIDE_PREFIXES = ("spark.ui", "spark.hadoop", "spark.driver", "spark.executor", "spark.master")
+
+
+def is_connect_session(spark) -> bool:
+    """True for a Spark Connect session (no ``sparkContext``, no JVM in this process)."""
+    try:
+        from pyspark.sql.utils import is_remote
+
+        if is_remote():
+            return True
+    except ImportError:  # pragma: no cover
+        pass
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
 
 class SparkResource(ConfigurableResource):
     """One SparkSession per process, shared by every asset of a run.
@@ -39,6 +64,23 @@ class SparkResource(ConfigurableResource):
     driver_memory: str = "4g"
     conf: dict[str, str] = Field(default_factory=dict, description="Extra Spark settings")
 
+    @classmethod
+    def from_settings(cls, spark_settings) -> "SparkResource":
+        """From ``Settings.spark``. The EMR engine runs tables on EMR; Dagster-side reads (checks)
+        then use an embedded session with the same settings."""
+        s = spark_settings
+        return cls(
+            master=s.master if s.engine != "emr" else "local[*]",
+            remote=s.remote if s.engine == "connect" else None,
+            shuffle_partitions=s.shuffle_partitions,
+            driver_memory=s.driver_memory,
+            conf=dict(s.conf),
+        )
+
+    @property
+    def engine(self) -> str:
+        return "connect" if self.remote else "classic"
+
     def get_session(self) -> SparkSession:
         builder = SparkSession.builder.appName(self.app_name)
         if self.remote:
@@ -52,26 +94,35 @@ class SparkResource(ConfigurableResource):
                 )
         conf = {**BASE_CONF, "spark.sql.shuffle.partitions": str(self.shuffle_partitions), **self.conf}
         for k, v in conf.items():
-            if self.remote and (k.startswith("spark.ui") or k.startswith("spark.hadoop")):
+            if self.remote and k.startswith(_SERVER_SIDE_PREFIXES):
                 continue  # server-side settings under Spark Connect
             builder = builder.config(k, v)
         spark = builder.getOrCreate()
-        if not self.remote:
+        if not self.remote and not is_connect_session(spark):
             spark.sparkContext.setLogLevel(os.environ.get("ETL_SPARK_LOG_LEVEL", "ERROR"))
         return spark
 
 
 class PlatformResource(ConfigurableResource):
-    """Where the landing zone and the lake are, and the PII secrets (never logged)."""
+    """Where the landing zone and the lake are, and the PII secrets (never logged).
+
+    Either ``pii_salt``/``pii_key`` hold the values (local development, tests, or an
+    ``EnvVar``), or ``pii_salt_secret``/``pii_key_secret`` name AWS Secrets Manager secrets
+    (``<name or ARN>[#field]``) that are read when a step first needs them."""
 
     env: str = "local"
     landing_uri: str
     lake_uri: str
-    pii_salt: str = Field(description="ETL_PII_SALT (secret)")
-    pii_key: str = Field(description="ETL_PII_KEY (secret)")
+    pii_salt: str = Field(default="", description="ETL_PII_SALT (secret); empty when read from a secret store")
+    pii_key: str = Field(default="", description="ETL_PII_KEY (secret); empty when read from a secret store")
+    pii_salt_secret: str | None = Field(default=None, description="Secrets Manager reference of the salt")
+    pii_key_secret: str | None = Field(default=None, description="Secrets Manager reference of the key")
+    secrets_region: str | None = None
+    secrets_endpoint_url: str | None = None
 
     _lake: Lake | None = PrivateAttr(default=None)
     _landing: LandingStore | None = PrivateAttr(default=None)
+    _pii: Pii | None = PrivateAttr(default=None)
 
     @property
     def lake(self) -> Lake:
@@ -85,6 +136,44 @@ class PlatformResource(ConfigurableResource):
             self._landing = landing_store(self.landing_uri)
         return self._landing
 
+    def _secret(self, value: str, ref: str | None, setting: str) -> str:
+        if value:
+            return value
+        if not ref:
+            raise ValueError(f"{setting}: neither a value nor a secret reference is configured")
+        from etl_assets.secrets import fetch_secret
+
+        return fetch_secret(ref, setting=setting, region=self.secrets_region, endpoint_url=self.secrets_endpoint_url)
+
     @property
     def pii(self) -> Pii:
-        return Pii(salt=self.pii_salt, key=self.pii_key)
+        if self._pii is None:
+            self._pii = Pii(
+                salt=self._secret(self.pii_salt, self.pii_salt_secret, "ETL_PII_SALT"),
+                key=self._secret(self.pii_key, self.pii_key_secret, "ETL_PII_KEY"),
+            )
+        return self._pii
+
+    @classmethod
+    def from_settings(cls, settings) -> "PlatformResource":
+        common = dict(env=settings.env, landing_uri=settings.landing_uri, lake_uri=settings.lake_uri)
+        if settings.pii_source == "aws_secretsmanager":
+            s = settings.secrets
+            return cls(
+                **common,
+                pii_salt_secret=s.pii_salt,
+                pii_key_secret=s.pii_key,
+                secrets_region=s.region,
+                secrets_endpoint_url=s.endpoint_url,
+            )
+        if settings.pii_source == "env":  # the UI shows the variable's name, not its value
+            return cls(**common, pii_salt=EnvVar("ETL_PII_SALT"), pii_key=EnvVar("ETL_PII_KEY"))
+        return cls(**common, pii_salt=settings.pii_salt, pii_key=settings.pii_key)
+
+
+def build_executor(settings):
+    """The run executor of ``settings.executor`` (``auto`` was resolved by ``load_settings``)."""
+    ex = settings.executor
+    if ex.kind == "multiprocess":
+        return multiprocess_executor.configured({"max_concurrent": ex.max_concurrent})
+    return in_process_executor

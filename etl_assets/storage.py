@@ -68,6 +68,17 @@ class LandingStore:
         """A local path Spark can read for this file (a staged copy for remote stores)."""
         raise NotImplementedError
 
+    def spark_path(self, f: LandedFile) -> str:
+        """What Spark reads for this file: ``local_path`` unless the store lets Spark read the
+        remote object directly (``S3LandingStore`` with ``ETL_S3_READ_MODE=s3a``)."""
+        return self.local_path(f)
+
+    def prefetch(self, files) -> None:
+        """Make ``files`` local ahead of reading them (remote stores stage them in parallel)."""
+
+    def release(self, files=None) -> None:
+        """Drop local copies made for ``files`` (all when None) once they have been read."""
+
     def dataset_files(self, ds: Dataset) -> list[LandedFile]:
         """The dataset's files under ``<system>/<dataset>/dt=YYYY-MM-DD/`` with its extension,
         sorted by key. Files elsewhere or with unsafe keys are not the dataset's."""
@@ -105,7 +116,8 @@ class LocalLandingStore(LandingStore):
                         uri=str(full),
                         size=st.st_size,
                         etag=f"{st.st_mtime_ns:x}-{st.st_size:x}",
-                        last_modified=st.st_mtime,
+                        # arrival time: ctime too, so a copy that kept an old mtime is still new
+                        last_modified=max(st.st_mtime, st.st_ctime),
                     )
                 )
         return sorted(out, key=lambda f: f.key)

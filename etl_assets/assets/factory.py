@@ -7,16 +7,25 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetSpec,
+    AutomationCondition,
+    DataVersion,
     MaterializeResult,
     MetadataValue,
+    AssetCheckResult,
     asset,
+    asset_check,
     multi_asset,
 )
 from pyspark import StorageLevel
 
+from etl_assets import checks
+from etl_assets.checks import QualityGateError, validate
 from etl_assets.registry import DATASETS, Dataset
+from etl_assets.schemas import column_schema
+from etl_assets.storage import LandingError
+from etl_assets.transforms.bronze import Drift, file_drift
 from etl_assets.resources import PlatformResource, SparkResource
-from etl_assets.transforms.bronze import read_bronze
+from etl_assets.ingest import BronzeConfig, ingest_bronze
 from etl_assets.transforms.silver import classify, outcome_counts, quarantine_frame, silver_frame
 
 
@@ -47,6 +56,98 @@ def publish_metadata(lake, layer: str, table: str, stats: dict, rows: int, start
     }
 
 
+def silver_check_specs(key: AssetKey) -> list:
+    return [
+        checks.spec(key, checks.SCHEMA, "Pandera model: columns, types, nullability, constraints", blocking=True),
+        checks.spec(key, checks.PRIMARY_KEY, "One row per primary key", blocking=True),
+        checks.spec(key, checks.CONSERVATION, "bronze = duplicate + quarantined + superseded + silver", blocking=True),
+        checks.spec(key, checks.QUARANTINE_RATE, "Quarantined share within the dq.yaml thresholds (WARN/ERROR)", blocking=True),
+        checks.spec(key, checks.VOLUME, "Row count near the median of recent materializations (WARN)"),
+    ]
+
+
+def quarantine_check_specs(key: AssetKey) -> list:
+    return [
+        checks.spec(key, checks.SCHEMA, "Pandera model: raw values, encrypted PII, lineage, reasons", blocking=True),
+        checks.spec(key, checks.REASONS, "Every quarantined row has a non-empty sorted reason list", blocking=True),
+        checks.spec(key, checks.VOLUME, "Row count near the median of recent materializations (WARN)"),
+    ]
+
+
+def bronze_check_specs(key: AssetKey) -> list:
+    return [
+        checks.spec(key, checks.LINEAGE, "Every bronze row names its source file, dt, ingestion time and run", blocking=True),
+        checks.spec(key, checks.VOLUME, "Row count near the median of recent materializations (WARN)"),
+    ]
+
+
+def lineage_outcome(table) -> checks.Outcome:
+    from pyspark.sql import functions as F
+
+    bad = table.where(
+        F.col("_source_file").isNull() | F.col("_dt").isNull() | F.col("_ingested_at").isNull() | F.col("_run_id").isNull()
+    )
+    n = bad.count()
+    return checks.Outcome(
+        name=checks.LINEAGE,
+        passed=n == 0,
+        description=f"{n} bronze rows without complete lineage columns" if n else "",
+        failed_rows=n,
+        sample_keys=[r[0] for r in bad.select("_source_file").limit(checks.SAMPLE_KEYS).collect()] if n else [],
+    )
+
+
+def raw_drift_check(ds: Dataset):
+    """Schema drift of the landed files (WARN naming each file and its columns), without Spark."""
+
+    @asset_check(
+        asset=raw_key(ds),
+        name=checks.DRIFT,
+        description="Landed files whose columns differ from the contract: extra, missing or retyped (WARN)",
+    )
+    def _drift(platform: PlatformResource) -> AssetCheckResult:
+        store = platform.landing
+        found = []
+        for f in store.dataset_files(ds):
+            try:
+                d = file_drift(ds, store, f)
+            except LandingError as e:
+                d = Drift(file=f.uri, error=str(e))
+            if d:
+                found.append(d)
+        return checks.drift_outcome(found).to_result(raw_key(ds))
+
+    return _drift
+
+
+def reasons_outcome(q_df) -> checks.Outcome:
+    from pyspark.sql import functions as F
+
+    bad = q_df.where((F.size("_reasons") == 0) | (F.col("_reasons") != F.array_sort("_reasons")))
+    n = bad.count()
+    return checks.Outcome(
+        name=checks.REASONS,
+        passed=n == 0,
+        description=f"{n} quarantined rows without a sorted reason list" if n else "",
+        failed_rows=n,
+        sample_keys=[r[0] for r in bad.select("_source_file").limit(checks.SAMPLE_KEYS).collect()] if n else [],
+    )
+
+
+def gate(results: list[tuple[AssetKey, list]]):
+    """The quality gate, run before publishing. Yields nothing when every ERROR check passes.
+    Otherwise it yields every check result (so the UI shows what failed) and raises, so the
+    step fails unpublished: readers keep the previous version, downstream assets do not run."""
+    failures = [(k, o) for k, outs in results for o in outs if o.blocking_failure]
+    if not failures:
+        return
+    for key, outs in results:
+        for o in outs:
+            yield o.to_result(key)
+    summary = "; ".join(f"{'/'.join(k.path)}.{o.name}: {o.description}" for k, o in failures)
+    raise QualityGateError(f"quality gate blocked publishing: {summary}")
+
+
 def raw_spec(ds: Dataset) -> AssetSpec:
     return AssetSpec(
         key=raw_key(ds),
@@ -68,13 +169,20 @@ def bronze_asset(ds: Dataset):
         owners=[ds.owner],
         tags=_tags("bronze", ds, ds.has_pii),
         description=f"Every delivered {ds.name} row as strings, with lineage columns "
-        "(_source_file, _dt, _ingested_at, _run_id, _corrupt_record). Nothing is dropped.",
+        "(_source_file, _dt, _ingested_at, _run_id, _corrupt_record). Nothing is dropped. "
+        "Run config `mode`: full (default) | incremental | days (+ `days`), see etl_assets/ingest.py.",
+        output_required=False,  # incremental with nothing new: no materialization
+        check_specs=bronze_check_specs(table_key("bronze", ds.name)),
     )
-    def _bronze(context: AssetExecutionContext, spark: SparkResource, platform: PlatformResource):
+    def _bronze(
+        context: AssetExecutionContext, config: BronzeConfig, spark: SparkResource, platform: PlatformResource
+    ):
         started = time.monotonic()
         session = spark.get_session()
-        read = read_bronze(session, ds, platform.landing, context.run_id)
-        stats = platform.lake.publish(read.df, "bronze", ds.name)
+        outcome = ingest_bronze(session, ds, platform.landing, platform.lake, context.run_id, config, context.log)
+        if outcome is None:
+            return  # every landed object version is already in bronze
+        read, stats = outcome.read, outcome.stats
         rows = platform.lake.read(session, "bronze", ds.name).count()
         for d in read.drift:
             context.log.warning(f"schema drift in {d.describe()}")
@@ -88,7 +196,19 @@ def bronze_asset(ds: Dataset):
         )
         if read.drift:
             meta["schema_drift"] = MetadataValue.md("\n".join(f"- {d.describe()}" for d in read.drift))
-        return MaterializeResult(metadata=meta)
+        meta.update(outcome.metadata())
+        meta["dagster/column_schema"] = column_schema(f"bronze/{ds.name}")
+        key = table_key("bronze", ds.name)
+        table = platform.lake.read(session, "bronze", ds.name)
+        results = [
+            lineage_outcome(table),
+            checks.volume_outcome(rows, checks.row_count_history(context.instance, key), ds.name),
+        ]
+        yield MaterializeResult(
+            metadata=meta,
+            data_version=DataVersion(outcome.manifest_digest[:32]),
+            check_results=[o.to_result(key) for o in results],
+        )
 
     return _bronze
 
@@ -99,6 +219,7 @@ def silver_asset(ds: Dataset):
 
     @multi_asset(
         name=f"silver_{ds.name}",
+        check_specs=silver_check_specs(silver) + quarantine_check_specs(quarantine),
         specs=[
             AssetSpec(
                 silver,
@@ -107,6 +228,7 @@ def silver_asset(ds: Dataset):
                 kinds={"spark", "parquet"},
                 owners=[ds.owner],
                 tags=_tags("silver", ds, ds.has_pii),
+                automation_condition=AutomationCondition.eager(),  # follows new bronze data
                 description=f"Current, typed, validated {ds.name}: one row per "
                 f"{', '.join(ds.key)}; PII hashed/encrypted. " + ds.description,
             ),
@@ -117,6 +239,7 @@ def silver_asset(ds: Dataset):
                 kinds={"spark", "parquet"},
                 owners=[ds.owner],
                 tags=_tags("quarantine", ds, ds.has_pii),
+                automation_condition=AutomationCondition.eager(),
                 description=f"{ds.name} rows failing a row rule or a reference, raw values "
                 "(PII encrypted), with the sorted array of every reason in `_reasons`.",
             ),
@@ -133,10 +256,20 @@ def silver_asset(ds: Dataset):
         classified = classify(bronze, ds, targets, fx, known).persist(StorageLevel.MEMORY_AND_DISK)
         try:
             counts = outcome_counts(classified, ds)
-            if not counts.conserved:
-                raise RuntimeError(f"conservation violated for {ds.name}: {counts}")
-            s_stats = lake.publish(silver_frame(classified, ds, pii), "silver", ds.name)
-            q_stats = lake.publish(quarantine_frame(classified, ds, pii), "quarantine", ds.name)
+            s_df, q_df = silver_frame(classified, ds, pii), quarantine_frame(classified, ds, pii)
+            # quality gate: every check runs on the cached frames BEFORE anything is published
+            s_out = validate(s_df, f"silver/{ds.name}") + [
+                checks.conservation_outcome(counts),
+                checks.quarantine_rate_outcome(ds.name, counts),
+                checks.volume_outcome(counts.silver_rows, checks.row_count_history(context.instance, silver), ds.name),
+            ]
+            q_out = validate(q_df, f"quarantine/{ds.name}") + [
+                reasons_outcome(q_df),
+                checks.volume_outcome(counts.quarantined, checks.row_count_history(context.instance, quarantine), ds.name),
+            ]
+            yield from gate([(silver, s_out), (quarantine, q_out)])
+            s_stats = lake.publish(s_df, "silver", ds.name)
+            q_stats = lake.publish(q_df, "quarantine", ds.name)
         finally:
             classified.unpersist()
         conservation = {
@@ -147,18 +280,23 @@ def silver_asset(ds: Dataset):
             "silver_rows": counts.silver_rows,
         }
         per_reason = {f"quarantined_{r}": n for r, n in counts.reasons.items()}
-        pass_rate = counts.silver_rows / max(counts.bronze_rows - counts.duplicate_row - counts.superseded, 1)
+        # pass rate: share of the rows that reached the rules/reference steps and passed them
+        pass_rate = counts.silver_rows / max(counts.silver_rows + counts.quarantined, 1)
         s_meta = publish_metadata(lake, "silver", ds.name, s_stats, counts.silver_rows, started)
         s_meta.update(conservation)
         s_meta.update(per_reason)
         s_meta["pass_rate"] = round(pass_rate, 6)
+        s_meta["dagster/column_schema"] = column_schema(f"silver/{ds.name}")
         if counts.invalid_json_nulled:
             s_meta["invalid_json_nulled"] = counts.invalid_json_nulled
         q_meta = publish_metadata(lake, "quarantine", ds.name, q_stats, counts.quarantined, started)
         q_meta.update(per_reason)
         q_meta["quarantine_reasons"] = MetadataValue.json(counts.reasons)
-        yield MaterializeResult(asset_key=silver, metadata=s_meta)
-        yield MaterializeResult(asset_key=quarantine, metadata=q_meta)
+        q_meta["dagster/column_schema"] = column_schema(f"quarantine/{ds.name}")
+        yield MaterializeResult(asset_key=silver, metadata=s_meta, check_results=[o.to_result(silver) for o in s_out])
+        yield MaterializeResult(
+            asset_key=quarantine, metadata=q_meta, check_results=[o.to_result(quarantine) for o in q_out]
+        )
 
     return _silver
 
@@ -166,3 +304,4 @@ def silver_asset(ds: Dataset):
 RAW_SPECS = [raw_spec(ds) for ds in DATASETS]
 BRONZE_ASSETS = [bronze_asset(ds) for ds in DATASETS]
 SILVER_ASSETS = [silver_asset(ds) for ds in DATASETS]
+RAW_CHECKS = [raw_drift_check(ds) for ds in DATASETS]

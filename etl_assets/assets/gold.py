@@ -3,9 +3,17 @@
 
 import time
 
-from dagster import AssetExecutionContext, MaterializeResult, asset
+from datetime import datetime, timedelta, timezone
 
-from etl_assets.assets.factory import publish_metadata, table_key
+from dagster import AssetExecutionContext, AutomationCondition, FreshnessPolicy, MaterializeResult, asset
+from pyspark import StorageLevel
+from pyspark.sql import functions as F
+
+from etl_assets import checks
+from etl_assets.assets.factory import gate, publish_metadata, table_key
+from etl_assets.checks import validate
+from etl_assets.registry import DATASETS
+from etl_assets.schemas import column_schema, spark_schema
 from etl_assets.resources import PlatformResource, SparkResource
 from etl_assets.transforms import gold as T
 
@@ -50,6 +58,35 @@ BUILDERS = {
 }
 
 
+# Gold must be updated within 1 hour: the UI shows the freshness state of every gold table.
+GOLD_FRESHNESS = FreshnessPolicy.time_window(fail_window=timedelta(hours=1))
+
+# Referential integrity: (child columns, parent table, parent columns)
+REFERENCES = {
+    "fact_orders": [
+        (("customer_id",), ("silver", "customers"), ("customer_id",)),
+        (("product_id",), ("silver", "products"), ("product_id",)),
+    ],
+    "customer_360": [(("crm_account_id",), ("silver", "accounts"), ("account_id",))],
+    "product_performance_daily": [(("order_date", "product_id"), ("gold", "fact_orders"), ("order_date", "product_id"))],
+    "revenue_by_geography": [(("country",), ("gold", "customer_360"), ("country",))],
+    "revenue_by_industry": [(("industry",), ("gold", "customer_360"), ("industry",))],
+}
+
+
+def gold_check_specs(name: str) -> list:
+    key = table_key("gold", name)
+    out = [
+        checks.spec(key, checks.SCHEMA, "Pandera model: columns, types, nullability, constraints", blocking=True),
+        checks.spec(key, checks.PRIMARY_KEY, "One row per primary key", blocking=True),
+        checks.spec(key, checks.VOLUME, "Row count near the median of recent materializations (WARN)"),
+    ]
+    if REFERENCES.get(name):
+        parents = ", ".join(f"{layer}/{t}" for _, (layer, t), _ in REFERENCES[name])
+        out.append(checks.spec(key, checks.REFERENTIAL, f"Every reference resolves in {parents}", blocking=True))
+    return out
+
+
 def gold_asset(name: str):
     deps = [table_key(layer, t) for layer, t in GOLD_DEPS[name]]
 
@@ -61,17 +98,91 @@ def gold_asset(name: str):
         owners=[OWNER],
         tags={"layer": "gold", "pii": "yes" if name == "customer_360" else "no"},
         description=DESCRIPTIONS[name],
+        automation_condition=AutomationCondition.eager(),  # follows new silver data
+        freshness_policy=GOLD_FRESHNESS,
+        check_specs=gold_check_specs(name),
     )
     def _gold(context: AssetExecutionContext, spark: SparkResource, platform: PlatformResource):
         started = time.monotonic()
         session = spark.get_session()
+        key = table_key("gold", name)
         inputs = {f"{layer}/{t}": platform.lake.read(session, layer, t) for layer, t in GOLD_DEPS[name]}
-        df = BUILDERS[name](inputs)
-        stats = platform.lake.publish(df, "gold", name)
-        rows = platform.lake.read(session, "gold", name).count()
-        return MaterializeResult(metadata=publish_metadata(platform.lake, "gold", name, stats, rows, started))
+        df = BUILDERS[name](inputs).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            # quality gate: validate the frame before it is published
+            outcomes = validate(df, f"gold/{name}")
+            refs = []
+            for child_cols, (layer, parent), parent_cols in REFERENCES.get(name, []):
+                label = f"{name}.{', '.join(child_cols)} -> {layer}/{parent}"
+                parent_df = platform.lake.read(session, layer, parent).select(
+                    *[F.col(p).alias(c) for p, c in zip(parent_cols, child_cols)]
+                )
+                refs.append(checks.referential_outcome(df, parent_df, list(child_cols), label))
+            if refs:
+                outcomes.append(checks.combine(checks.REFERENTIAL, refs))
+            rows = sum(o.metadata.get("rows_checked", 0) for o in outcomes if o.name == checks.SCHEMA)
+            outcomes.append(checks.volume_outcome(rows, checks.row_count_history(context.instance, key)))
+            yield from gate([(key, outcomes)])
+            stats = platform.lake.publish(df, "gold", name)
+        finally:
+            df.unpersist()
+        meta = publish_metadata(platform.lake, "gold", name, stats, rows, started)
+        meta["dagster/column_schema"] = column_schema(f"gold/{name}")
+        yield MaterializeResult(metadata=meta, check_results=[o.to_result(key) for o in outcomes])
 
     return _gold
 
 
 GOLD_ASSETS = [gold_asset(n) for n in GOLD_DEPS]
+
+
+@asset(
+    key=table_key("gold", "dq_scorecard"),
+    deps=[table_key("silver", ds.name) for ds in DATASETS],
+    group_name="gold",
+    kinds={"spark", "parquet"},
+    owners=[OWNER],
+    tags={"layer": "gold", "pii": "no"},
+    description="Data quality per dataset and run, appended on each run (for BI dashboards): "
+    "bronze, silver, quarantined, duplicate and superseded rows, pass rate.",
+    automation_condition=AutomationCondition.eager(),
+    check_specs=gold_check_specs("dq_scorecard"),
+)
+def dq_scorecard(context: AssetExecutionContext, spark: SparkResource, platform: PlatformResource):
+    """Reads the counts of each silver table's latest materialization from the event log."""
+    started = time.monotonic()
+    session = spark.get_session()
+    key = table_key("gold", "dq_scorecard")
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    rows = []
+    for ds in DATASETS:
+        records = context.instance.fetch_materializations(table_key("silver", ds.name), limit=1).records
+        if not records:
+            continue
+        m = {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
+        rows.append(
+            (context.run_id, ds.name, int(m["bronze_rows"]), int(m["silver_rows"]), int(m["quarantined"]),
+             int(m["duplicate_row"]), int(m["superseded"]), float(m["pass_rate"]), now)
+        )
+    new = session.createDataFrame(rows, spark_schema("gold/dq_scorecard"))
+    if platform.lake.exists("gold", "dq_scorecard"):
+        previous = platform.lake.read(session, "gold", "dq_scorecard").where(F.col("run_id") != context.run_id)
+        df = previous.unionByName(new)
+    else:
+        df = new
+    df = df.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        outcomes = validate(df, "gold/dq_scorecard")
+        total = outcomes[0].metadata["rows_checked"]
+        outcomes.append(checks.volume_outcome(total, checks.row_count_history(context.instance, key)))
+        yield from gate([(key, outcomes)])
+        stats = platform.lake.publish(df, "gold", "dq_scorecard")
+    finally:
+        df.unpersist()
+    meta = publish_metadata(platform.lake, "gold", "dq_scorecard", stats, total, started)
+    meta["rows_appended"] = len(rows)
+    meta["dagster/column_schema"] = column_schema("gold/dq_scorecard")
+    yield MaterializeResult(metadata=meta, check_results=[o.to_result(key) for o in outcomes])
+
+
+GOLD_ASSETS.append(dq_scorecard)
