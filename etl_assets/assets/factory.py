@@ -258,6 +258,7 @@ def silver_asset(ds: Dataset):
             counts = outcome_counts(classified, ds)
             s_df, q_df = silver_frame(classified, ds, pii), quarantine_frame(classified, ds, pii)
             # quality gate: every check runs on the cached frames BEFORE anything is published
+            checks_started = time.monotonic()
             s_out = validate(s_df, f"silver/{ds.name}") + [
                 checks.conservation_outcome(counts),
                 checks.quarantine_rate_outcome(ds.name, counts),
@@ -267,6 +268,7 @@ def silver_asset(ds: Dataset):
                 reasons_outcome(q_df),
                 checks.volume_outcome(counts.quarantined, checks.row_count_history(context.instance, quarantine), ds.name),
             ]
+            checks_s = time.monotonic() - checks_started
             yield from gate([(silver, s_out), (quarantine, q_out)])
             s_stats = lake.publish(s_df, "silver", ds.name)
             q_stats = lake.publish(q_df, "quarantine", ds.name)
@@ -286,6 +288,7 @@ def silver_asset(ds: Dataset):
         s_meta.update(conservation)
         s_meta.update(per_reason)
         s_meta["pass_rate"] = round(pass_rate, 6)
+        s_meta["checks_duration_s"] = round(checks_s, 3)
         s_meta["dagster/column_schema"] = column_schema(f"silver/{ds.name}")
         if counts.invalid_json_nulled:
             s_meta["invalid_json_nulled"] = counts.invalid_json_nulled

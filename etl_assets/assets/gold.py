@@ -110,6 +110,7 @@ def gold_asset(name: str):
         df = BUILDERS[name](inputs).persist(StorageLevel.MEMORY_AND_DISK)
         try:
             # quality gate: validate the frame before it is published
+            checks_started = time.monotonic()
             outcomes = validate(df, f"gold/{name}")
             refs = []
             for child_cols, (layer, parent), parent_cols in REFERENCES.get(name, []):
@@ -122,11 +123,13 @@ def gold_asset(name: str):
                 outcomes.append(checks.combine(checks.REFERENTIAL, refs))
             rows = sum(o.metadata.get("rows_checked", 0) for o in outcomes if o.name == checks.SCHEMA)
             outcomes.append(checks.volume_outcome(rows, checks.row_count_history(context.instance, key)))
+            checks_s = time.monotonic() - checks_started
             yield from gate([(key, outcomes)])
             stats = platform.lake.publish(df, "gold", name)
         finally:
             df.unpersist()
         meta = publish_metadata(platform.lake, "gold", name, stats, rows, started)
+        meta["checks_duration_s"] = round(checks_s, 3)
         meta["dagster/column_schema"] = column_schema(f"gold/{name}")
         yield MaterializeResult(metadata=meta, check_results=[o.to_result(key) for o in outcomes])
 
