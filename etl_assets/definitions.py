@@ -6,6 +6,8 @@ from dagster import AssetSelection, Definitions, define_asset_job, in_process_ex
 
 from etl_assets.assets.factory import BRONZE_ASSETS, RAW_CHECKS, RAW_SPECS, SILVER_ASSETS
 from etl_assets.assets.gold import GOLD_ASSETS
+from etl_assets.alerts import ALERT_SENSORS
+from etl_assets.docs import with_code_references
 from etl_assets.resources import PlatformResource, SparkResource, build_executor
 from etl_assets.sensors import landing_arrival_sensor, landing_ingest_job, lakehouse_automation_sensor
 from etl_assets.settings import Settings, load_settings
@@ -48,10 +50,12 @@ etl_all = define_asset_job(
 def build_definitions(settings: Settings | None = None) -> Definitions:
     settings = settings or load_settings()
     return Definitions(
-        assets=engine_assets(settings, [*RAW_SPECS, *BRONZE_ASSETS, *SILVER_ASSETS, *GOLD_ASSETS]),
+        # code references: each asset's function, registry entry and transform (git links with
+        # ETL_CODE_REFERENCES_GIT_URL), see etl_assets/docs.py
+        assets=with_code_references(engine_assets(settings, [*RAW_SPECS, *BRONZE_ASSETS, *SILVER_ASSETS, *GOLD_ASSETS])),
         asset_checks=RAW_CHECKS,
         jobs=[etl_all, landing_ingest_job],
-        sensors=[landing_arrival_sensor, lakehouse_automation_sensor],
+        sensors=[landing_arrival_sensor, lakehouse_automation_sensor, *ALERT_SENSORS],  # alerts: etl_assets/alerts.py
         resources=build_resources(settings),
         # Runs launched by the automation sensor: one process, one SparkSession (as etl_all).
         executor=build_executor(settings),

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         for ds in DATASETS:
             n = table_rows(root, layer, ds.name)
             print(f"{layer + '/' + ds.name:<36}{'-' if n is None else n:>12}")
-    for t in GOLD_TABLES:
+    for t in (*GOLD_TABLES, "dq_scorecard"):
         n = table_rows(root, "gold", t)
         print(f"{'gold/' + t:<36}{'-' if n is None else n:>12}")
     print("\nQuarantined rows per reason (a row counts once per reason)")

@@ -27,6 +27,8 @@ from etl_assets.transforms.bronze import Drift, file_drift
 from etl_assets.resources import PlatformResource, SparkResource
 from etl_assets.ingest import BronzeConfig, ingest_bronze
 from etl_assets.transforms.silver import classify, outcome_counts, quarantine_frame, silver_frame
+from etl_assets.docs import reason_metrics
+from etl_assets.lineage import column_lineage_metadata
 
 
 def raw_key(ds: Dataset) -> AssetKey:
@@ -181,7 +183,15 @@ def bronze_asset(ds: Dataset):
         session = spark.get_session()
         outcome = ingest_bronze(session, ds, platform.landing, platform.lake, context.run_id, config, context.log)
         if outcome is None:
-            return  # every landed object version is already in bronze
+            # every landed object version is already in bronze: no materialization (nothing
+            # downstream runs); the checks are evaluated again on the unchanged table
+            key = table_key("bronze", ds.name)
+            if platform.lake.exists("bronze", ds.name):
+                table = platform.lake.read(session, "bronze", ds.name)
+                history = checks.row_count_history(context.instance, key)
+                for o in (lineage_outcome(table), checks.volume_outcome(table.count(), history, ds.name)):
+                    yield o.to_result(key)
+            return
         read, stats = outcome.read, outcome.stats
         rows = platform.lake.read(session, "bronze", ds.name).count()
         for d in read.drift:
@@ -281,7 +291,9 @@ def silver_asset(ds: Dataset):
             "superseded": counts.superseded,
             "silver_rows": counts.silver_rows,
         }
-        per_reason = {f"quarantined_{r}": n for r, n in counts.reasons.items()}
+        per_reason = reason_metrics(ds, counts.reasons)  # every known reason, 0 when none: continuous plots
+        considered = counts.bronze_rows - counts.duplicate_row
+        quarantine_rate = round(counts.quarantined / considered, 6) if considered else 0.0
         # pass rate: share of the rows that reached the rules/reference steps and passed them
         pass_rate = counts.silver_rows / max(counts.silver_rows + counts.quarantined, 1)
         s_meta = publish_metadata(lake, "silver", ds.name, s_stats, counts.silver_rows, started)
@@ -290,12 +302,16 @@ def silver_asset(ds: Dataset):
         s_meta["pass_rate"] = round(pass_rate, 6)
         s_meta["checks_duration_s"] = round(checks_s, 3)
         s_meta["dagster/column_schema"] = column_schema(f"silver/{ds.name}")
+        s_meta["quarantine_rate"] = quarantine_rate
+        s_meta.update(column_lineage_metadata(s_df, platform.lake_uri, context.log))  # from the Spark plan
         if counts.invalid_json_nulled:
             s_meta["invalid_json_nulled"] = counts.invalid_json_nulled
         q_meta = publish_metadata(lake, "quarantine", ds.name, q_stats, counts.quarantined, started)
         q_meta.update(per_reason)
         q_meta["quarantine_reasons"] = MetadataValue.json(counts.reasons)
         q_meta["dagster/column_schema"] = column_schema(f"quarantine/{ds.name}")
+        q_meta["quarantine_rate"] = quarantine_rate
+        q_meta.update(column_lineage_metadata(q_df, platform.lake_uri, context.log))
         yield MaterializeResult(asset_key=silver, metadata=s_meta, check_results=[o.to_result(silver) for o in s_out])
         yield MaterializeResult(
             asset_key=quarantine, metadata=q_meta, check_results=[o.to_result(quarantine) for o in q_out]

@@ -16,6 +16,8 @@ from etl_assets.registry import DATASETS
 from etl_assets.schemas import column_schema, spark_schema
 from etl_assets.resources import PlatformResource, SparkResource
 from etl_assets.transforms import gold as T
+from etl_assets.lineage import column_lineage_metadata
+from etl_assets.docs import source_system_tag
 
 OWNER = "team:analytics-engineering"
 
@@ -69,7 +71,7 @@ REFERENCES = {
     ],
     "customer_360": [(("crm_account_id",), ("silver", "accounts"), ("account_id",))],
     "product_performance_daily": [(("order_date", "product_id"), ("gold", "fact_orders"), ("order_date", "product_id"))],
-    "revenue_by_geography": [(("country",), ("gold", "customer_360"), ("country",))],
+    "revenue_by_geography": [(("country",), ("silver", "customers"), ("country",))],
     "revenue_by_industry": [(("industry",), ("gold", "customer_360"), ("industry",))],
 }
 
@@ -96,7 +98,8 @@ def gold_asset(name: str):
         group_name="gold",
         kinds={"spark", "parquet"},
         owners=[OWNER],
-        tags={"layer": "gold", "pii": "yes" if name == "customer_360" else "no"},
+        tags={"layer": "gold", "pii": "yes" if name == "customer_360" else "no",
+              "source_system": source_system_tag(GOLD_DEPS[name], GOLD_DEPS)},
         description=DESCRIPTIONS[name],
         automation_condition=AutomationCondition.eager(),  # follows new silver data
         freshness_policy=GOLD_FRESHNESS,
@@ -131,6 +134,7 @@ def gold_asset(name: str):
         meta = publish_metadata(platform.lake, "gold", name, stats, rows, started)
         meta["checks_duration_s"] = round(checks_s, 3)
         meta["dagster/column_schema"] = column_schema(f"gold/{name}")
+        meta.update(column_lineage_metadata(df, platform.lake_uri, context.log))  # from the Spark plan
         yield MaterializeResult(metadata=meta, check_results=[o.to_result(key) for o in outcomes])
 
     return _gold
@@ -145,7 +149,7 @@ GOLD_ASSETS = [gold_asset(n) for n in GOLD_DEPS]
     group_name="gold",
     kinds={"spark", "parquet"},
     owners=[OWNER],
-    tags={"layer": "gold", "pii": "no"},
+    tags={"layer": "gold", "pii": "no", "source_system": source_system_tag([("silver", d.name) for d in DATASETS], GOLD_DEPS)},
     description="Data quality per dataset and run, appended on each run (for BI dashboards): "
     "bronze, silver, quarantined, duplicate and superseded rows, pass rate.",
     automation_condition=AutomationCondition.eager(),
