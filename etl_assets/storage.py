@@ -79,6 +79,11 @@ class LandingStore:
     def release(self, files=None) -> None:
         """Drop local copies made for ``files`` (all when None) once they have been read."""
 
+    def head(self, f: LandedFile, nbytes: int = 1 << 20) -> bytes:
+        """The first ``nbytes`` of a landed file (a CSV header, a first JSON line)."""
+        with open(self.local_path(f), "rb") as fh:
+            return fh.read(nbytes)
+
     def dataset_files(self, ds: Dataset) -> list[LandedFile]:
         """The dataset's files under ``<system>/<dataset>/dt=YYYY-MM-DD/`` with its extension,
         sorted by key. Files elsewhere or with unsafe keys are not the dataset's."""

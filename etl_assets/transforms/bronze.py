@@ -54,9 +54,10 @@ class BronzeRead:
     skipped: list[str]  # files with no content (zero bytes): nothing to load
 
 
-def _csv_header(path: str, f: LandedFile) -> list[str] | None:
-    with open(path, "rb") as fh:
-        first = fh.readline(1 << 20)
+def _csv_header(store: LandingStore, f: LandedFile) -> list[str] | None:
+    if f.size == 0:
+        return None
+    first = store.head(f).split(b"\n", 1)[0]
     if not first.strip():
         return None
     text = first.decode("utf-8", errors="replace").lstrip(BOM)
@@ -103,34 +104,32 @@ def parquet_drift(ds: Dataset, schema, uri: str) -> Drift | None:
     return _drift(ds, schema.names, uri, retyped)
 
 
-def jsonl_drift(ds: Dataset, local: str, uri: str) -> Drift | None:
+def jsonl_drift(ds: Dataset, head: bytes, uri: str) -> Drift | None:
     """Keys of the first JSON object line against the contract (JSON Lines have no header)."""
-    with open(local, "rb") as fh:
-        for raw in fh:
-            if len(raw) > 1 << 20:
-                return None  # a huge first line: judge drift by the rows, not here
-            line = raw.strip()
-            if not line:
-                continue
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                continue
-            return _drift(ds, list(obj), uri) if isinstance(obj, dict) else None
+    lines = head.split(b"\n")
+    complete = lines if len(head) < 1 << 20 else lines[:-1]  # the last one may be cut off
+    for raw in complete:
+        line = raw.strip()
+        if not line:
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        return _drift(ds, list(obj), uri) if isinstance(obj, dict) else None
     return None
 
 
 def file_drift(ds: Dataset, store: LandingStore, f: LandedFile) -> Drift | None:
     """Schema drift of one landed file without Spark (header, footer or first line)."""
-    local = store.local_path(f)
     if f.size == 0:
         return None
     if ds.format == "csv":
-        header = _csv_header(local, f)
+        header = _csv_header(store, f)
         return csv_drift(ds, header, f.uri) if header else None
     if ds.format == "parquet":
-        return parquet_drift(ds, parquet_schema(local, f.uri), f.uri)
-    return jsonl_drift(ds, local, f.uri)
+        return parquet_drift(ds, parquet_schema(store.local_path(f), f.uri), f.uri)
+    return jsonl_drift(ds, store.head(f), f.uri)
 
 
 def _with_lineage(df: DataFrame, ds: Dataset, uri_of: dict[str, str], run_id: str) -> DataFrame:
@@ -150,10 +149,13 @@ def _with_lineage(df: DataFrame, ds: Dataset, uri_of: dict[str, str], run_id: st
     )
 
 
-def _spark_uri_forms(local: str) -> list[str]:
+def _spark_uri_forms(path: str) -> list[str]:
+    """The spellings Spark may report for a path it read (to map it back to a landing URI)."""
+    if "://" in path:  # s3a://bucket/key
+        return [path]
     from pathlib import Path
 
-    p = Path(local).absolute()
+    p = Path(path).absolute()
     return [p.as_uri(), "file:" + str(p), str(p)]
 
 
@@ -162,8 +164,8 @@ def read_csv_files(spark, ds, files, store, run_id) -> BronzeRead:
     drift, skipped = [], []
     contract = ds.source_columns
     for f in files:
-        local = store.local_path(f)
-        header = _csv_header(local, f)
+        local = store.spark_path(f)
+        header = _csv_header(store, f)
         if header is None:
             skipped.append(f.uri)
             continue
@@ -209,7 +211,7 @@ def read_jsonl_files(spark, ds, files, store, run_id) -> BronzeRead:
         if f.size == 0:
             skipped.append(f.uri)
             continue
-        members.append((store.local_path(f), f))
+        members.append((store.spark_path(f), f))
     if not members:
         return BronzeRead(None, files, [], skipped)
     df = (
@@ -239,15 +241,15 @@ def read_parquet_files(spark, ds, files, store, run_id) -> BronzeRead:
     groups: dict[str, list[tuple[str, LandedFile]]] = {}
     drift, skipped = [], []
     for f in files:
-        local = store.local_path(f)
         if f.size == 0:
             skipped.append(f.uri)
             continue
-        schema = parquet_schema(local, f.uri)
+        # the footer is read with pyarrow from a local (or staged) copy, before Spark reads it
+        schema = parquet_schema(store.local_path(f), f.uri)
         d = parquet_drift(ds, schema, f.uri)
         if d:
             drift.append(d)
-        groups.setdefault(str(schema), []).append((local, f))
+        groups.setdefault(str(schema), []).append((store.spark_path(f), f))
     frames = []
     for members in groups.values():
         df = spark.read.parquet(*[m[0] for m in members])
