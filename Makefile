@@ -12,9 +12,17 @@ SCALE ?= 1
 DAYS ?= 7
 SEED ?= 42
 
-.PHONY: install run test dev sample clean check-java
+.PHONY: install run test dev sample clean check-java docs browser-deps system-deps
 
-install: $(STAMP)
+install: $(STAMP) browser-deps system-deps
+
+# Headless Chromium + chromedriver (Debian packages) for the browser test; returns at once when present.
+browser-deps:
+	@bash .ci/install-chromium || echo "WARNING: chromium/chromedriver could not be installed; etl_assets_tests/test_ui_browser.py needs them" >&2
+
+# PostgreSQL server (Debian package) for the prod-instance test; returns at once when present.
+system-deps:
+	@bash .ci/install-system-deps || echo "WARNING: postgresql could not be installed; etl_assets_tests/test_engines.py needs it" >&2
 
 check-java:
 	@command -v java >/dev/null 2>&1 || { echo "ERROR: Java 17 is required by Spark 4 but 'java' is not on PATH. Install it (Debian: apt-get install openjdk-17-jre-headless) and retry." >&2; exit 1; }
@@ -44,6 +52,10 @@ test: install
 dev: install
 	@mkdir -p $(DAGSTER_HOME)
 	$(BIN)/dagster dev -h 127.0.0.1 -p $${PORT:-3000} -m etl_assets
+
+# The data dictionary from the registry, the Pandera models and the Spark-plan column lineage.
+docs: install
+	$(BIN)/python -W ignore::RuntimeWarning:runpy -m etl_assets.docs --out docs/data_dictionary.md
 
 clean:
 	rm -rf $(STATE) data spark-warehouse

@@ -16,7 +16,8 @@ The dictionary is generated, never edited by hand, from:
 Asset facts: ``with_code_references`` adds code references (the asset's function, its registry
 entry, the transform it runs) to every asset; with ``ETL_CODE_REFERENCES_GIT_URL`` set (for
 example ``https://github.com/acme/etl``; branch ``ETL_CODE_REFERENCES_GIT_BRANCH``, default
-``main``) they become links to the source in git.
+``main``; ``ETL_CODE_REFERENCES_GIT_PLATFORM`` = ``github`` or ``gitlab`` when the URL does not
+name one) they become links to the source in git.
 """
 
 from __future__ import annotations
@@ -181,19 +182,43 @@ def with_code_references(assets: list) -> list:
             elif isinstance(a, AssetsDefinition):
                 a = a.map_asset_specs(_add_references)
             out.append(a)
-        url = os.environ.get("ETL_CODE_REFERENCES_GIT_URL", "").strip()
+        url = os.environ.get("ETL_CODE_REFERENCES_GIT_URL", "").strip().rstrip("/")
         if url:
+            branch = os.environ.get("ETL_CODE_REFERENCES_GIT_BRANCH", "main").strip() or "main"
+            platform = os.environ.get("ETL_CODE_REFERENCES_GIT_PLATFORM", "").strip() or None
             out = list(
                 link_code_references_to_git(
                     out,
                     git_url=url,
-                    git_branch=os.environ.get("ETL_CODE_REFERENCES_GIT_BRANCH", "main").strip() or "main",
+                    git_branch=branch,
+                    platform=platform,
                     file_path_mapping=AnchorBasedFilePathMapping(
                         local_file_anchor=REPO_ROOT, file_anchor_path_in_repository=""
                     ),
                 )
             )
+            # Dagster links the assets' references only; the external (raw) specs' too:
+            gitlab = (platform or ("gitlab" if "gitlab" in url else "github")) == "gitlab"
+            base = f"{url}/-/tree/{branch}" if gitlab else f"{url}/tree/{branch}"
+            out = [_spec_refs_to_git(a, base) if isinstance(a, AssetSpec) else a for a in out]
     return out
+
+
+def _spec_refs_to_git(spec, base: str):
+    from dagster import CodeReferencesMetadataValue, UrlCodeReference
+
+    existing = spec.metadata.get("dagster/code_references")
+    if existing is None:
+        return spec
+    refs = []
+    for r in existing.code_references:
+        if hasattr(r, "file_path"):
+            rel = Path(r.file_path).resolve().relative_to(REPO_ROOT).as_posix()
+            r = UrlCodeReference(url=f"{base}/{rel}" + (f"#L{r.line_number}" if r.line_number else ""), label=r.label)
+        refs.append(r)
+    return spec.replace_attributes(
+        metadata={**spec.metadata, "dagster/code_references": CodeReferencesMetadataValue(code_references=refs)}
+    )
 
 
 # -- the plan frames --------------------------------------------------------------------------
