@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
+from dagster import AssetSelection, Definitions, define_asset_job
 
 from etl_assets.assets.factory import BRONZE_ASSETS, RAW_CHECKS, RAW_SPECS, SILVER_ASSETS
 from etl_assets.assets.gold import GOLD_ASSETS

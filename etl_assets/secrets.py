@@ -11,7 +11,9 @@ usual chain (instance/task role, ``AWS_PROFILE``, ...).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import threading
 from dataclasses import dataclass
 
@@ -46,6 +48,21 @@ def clear_cache() -> None:
         _cache.clear()
 
 
+@contextlib.contextmanager
+def _quiet_botocore():
+    """botocore logs response bodies at DEBUG level: keep a secret's out of any log."""
+    loggers = [logging.getLogger(n) for n in ("botocore", "boto3", "urllib3")]
+    before = [lg.level for lg in loggers]
+    for lg in loggers:
+        if lg.getEffectiveLevel() < logging.INFO:
+            lg.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        for lg, lvl in zip(loggers, before):
+            lg.setLevel(lvl)
+
+
 def _client(region: str | None, endpoint_url: str | None):
     import boto3  # only where secrets are used
 
@@ -61,7 +78,8 @@ def _secret_string(secret_id: str, region: str | None, endpoint_url: str | None,
             return _cache[key]
     where = f"AWS Secrets Manager{f' ({region})' if region else ''}"
     try:
-        resp = _client(region, endpoint_url).get_secret_value(SecretId=secret_id)
+        with _quiet_botocore():
+            resp = _client(region, endpoint_url).get_secret_value(SecretId=secret_id)
     except ClientError as e:
         code = e.response.get("Error", {}).get("Code", "")
         if code == "ResourceNotFoundException":
@@ -94,7 +112,9 @@ def fetch_secret(ref: str | SecretRef, *, setting: str, region: str | None = Non
         try:
             doc = json.loads(text)
         except ValueError:
-            raise SecretError(f"{setting}: secret {r.secret_id!r} is not JSON, so it has no field {r.field!r}") from None
+            raise SecretError(
+                f"{setting}: secret {r.secret_id!r} is not JSON, so it has no field {r.field!r}"
+            ) from None
         if not isinstance(doc, dict) or r.field not in doc:
             raise SecretError(f"{setting}: secret {r.secret_id!r} has no field {r.field!r}")
         value = doc[r.field]

@@ -252,7 +252,9 @@ def _emr(cfg: EnvironmentConfig) -> EmrSettings:
     )
 
 
-def _pii(cfg: EnvironmentConfig, env: Mapping[str, str], from_process_env: bool) -> tuple[str, str, str, SecretsSettings]:
+def _pii(
+    cfg: EnvironmentConfig, env: Mapping[str, str], from_process_env: bool
+) -> tuple[str, str, str, SecretsSettings]:
     provider = _choice(cfg, "secrets.provider", SECRET_PROVIDERS, "dev")
     secrets = SecretsSettings(
         provider=provider,
@@ -298,7 +300,9 @@ def _pii(cfg: EnvironmentConfig, env: Mapping[str, str], from_process_env: bool)
                     )
                 ref = cfg.get(ref_key)
                 if not ref:
-                    raise SettingsError(f"ETL_ENV={name} needs the secret name of {setting}: {cfg.origin(ref_key)} is not set")
+                    raise SettingsError(
+                        f"ETL_ENV={name} needs the secret name of {setting}: {cfg.origin(ref_key)} is not set"
+                    )
                 try:
                     values[setting] = fetch_secret(
                         str(ref), setting=f"{setting} ({cfg.origin(ref_key)})",

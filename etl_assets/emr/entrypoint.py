@@ -109,28 +109,42 @@ def run_selection(selection: list[str], master: str | None = None):
     from etl_assets.definitions import build_definitions
     from etl_assets.settings import load_settings
 
+    from etl_assets.resources import BASE_CONF
+
     settings = load_settings()
-    # The session of this process: spark-submit's (EMR) or an embedded one for local runs.
+    # The session of this process: spark-submit's (EMR) or an embedded one for local runs;
+    # the assets' SparkResource then finds it (getOrCreate) and adds its SQL settings.
     builder = SparkSession.builder.appName("etl_assets_emr")
     if master:
         builder = builder.master(master).config("spark.driver.host", "127.0.0.1").config(
             "spark.driver.bindAddress", "127.0.0.1"
         )
+    for k, v in BASE_CONF.items():
+        builder = builder.config(k, v)
     builder.getOrCreate()
     defs = build_definitions(settings)
     job = defs.resolve_implicit_global_asset_job_def()
-    keys = [AssetKey.from_user_string(s) for s in selection]
+    wanted = [AssetKey.from_user_string(s) for s in selection]
+    # An asset that cannot be subset (silver_<ds> writes silver and quarantine) runs whole;
+    # ``report`` forwards only what was asked for.
+    keys: set = set()
+    for key in wanted:
+        ad = defs.resolve_assets_def(key)
+        keys |= {key} if ad.can_subset else set(ad.keys)
     return job.execute_in_process(
-        asset_selection=keys, instance=DagsterInstance.ephemeral(), raise_on_error=False
+        asset_selection=sorted(keys), instance=DagsterInstance.ephemeral(), raise_on_error=False
     )
 
 
-def report(pipes, result) -> tuple[int, int]:
-    """Forward the run's materializations and check results; (materialized, checks)."""
+def report(pipes, result, selection: list[str]) -> tuple[int, int]:
+    """Forward the selected assets' materializations and check results; (materialized, checks)."""
+    wanted = set(selection)
     materialized = checks = 0
     for event in result.all_events:
         if event.event_type_value == "ASSET_MATERIALIZATION":
             mat = event.event_specific_data.materialization
+            if mat.asset_key.to_user_string() not in wanted:
+                continue
             pipes.report_asset_materialization(
                 asset_key=mat.asset_key.to_user_string(),
                 metadata=_external_metadata(mat.metadata),
@@ -139,6 +153,8 @@ def report(pipes, result) -> tuple[int, int]:
             materialized += 1
         elif event.event_type_value == "ASSET_CHECK_EVALUATION":
             ev = event.event_specific_data
+            if ev.asset_key.to_user_string() not in wanted:
+                continue
             pipes.report_asset_check(
                 check_name=ev.check_name,
                 passed=ev.passed,
@@ -187,7 +203,7 @@ def main(argv=None) -> int:
             raise SystemExit("nothing selected: pass --select or launch through Dagster Pipes")
         pipes.log.info(f"building {len(selection)} tables with etl_assets on this Spark session")
         result = run_selection(selection, master=args.master)
-        materialized, checks = report(pipes, result)
+        materialized, checks = report(pipes, result, selection)
         took = (_dt.datetime.now(_dt.timezone.utc) - started).total_seconds()
         pipes.log.info(f"reported {materialized} materializations and {checks} check results in {took:.1f}s")
         if not result.success:

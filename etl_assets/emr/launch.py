@@ -60,7 +60,12 @@ def driver_env(settings, environ=None) -> dict[str, str]:
 
 
 def start_job_run_params(
-    emr, env: dict[str, str], selection: Sequence[str], *, name: str = "etl_assets", python: str = "./environment/bin/python"
+    emr,
+    env: dict[str, str],
+    selection: Sequence[str],
+    *,
+    name: str = "etl_assets",
+    python: str = "./environment/bin/python",
 ) -> dict[str, Any]:
     """``start_job_run`` parameters of EMR Serverless for building ``selection``.
 
