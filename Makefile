@@ -12,7 +12,7 @@ SCALE ?= 1
 DAYS ?= 7
 SEED ?= 42
 
-.PHONY: install run test dev sample clean check-java docs browser-deps system-deps
+.PHONY: install run test test-slow dev sample clean check-java docs browser-deps system-deps
 
 install: $(STAMP) browser-deps system-deps
 
@@ -47,7 +47,11 @@ run: install sample
 	$(BIN)/python -m etl_assets.summary --lake $(ETL_LAKE_URI) --started $$start
 
 test: install
-	$(BIN)/python -m pytest -q etl_assets_tests
+	$(BIN)/python -m pytest -q -m "not slow" etl_assets_tests
+
+# Whole-run fault and load tests (SIGKILL, concurrent runs, Spark worker loss, 30-day load); .ci/run runs them too.
+test-slow: install
+	$(BIN)/python -m pytest -q -s -m slow etl_assets_tests
 
 dev: install
 	@mkdir -p $(DAGSTER_HOME)

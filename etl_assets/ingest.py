@@ -67,7 +67,7 @@ from pydantic import Field
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from etl_assets.lake import Lake
+from etl_assets.lake import Lake, LakeLockTimeout
 from etl_assets.registry import Dataset
 from etl_assets.storage import LandedFile, LandingStore
 from etl_assets.transforms.bronze import BronzeRead, bronze_schema, read_bronze
@@ -237,7 +237,7 @@ class ManifestStore:
                     if e.errno not in (errno.EAGAIN, errno.EACCES):
                         raise
                     if time.monotonic() >= deadline:
-                        raise TimeoutError(
+                        raise LakeLockTimeout(
                             f"bronze/{self.dataset} is being ingested by another run "
                             f"(lock {self.lock_path} held for more than {timeout_s:.0f}s)"
                         ) from None

@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -109,36 +110,72 @@ def spark_env(extra: dict | None = None) -> dict:
 # -- Spark standalone --------------------------------------------------------------------------
 
 
+@dataclass
+class SparkCluster:
+    """A standalone master and its workers (``kill_worker``/``start_worker`` for fault tests)."""
+
+    url: str
+    ui_url: str
+    workdir: Path
+    env: dict
+    cores: int
+    memory: str
+    timeout: float
+    workers: list = field(default_factory=list)
+
+    def start_worker(self) -> subprocess.Popen:
+        n = len(self.workers)
+        log = self.workdir / f"worker-{n}.log"
+        alive = _alive_workers(self.ui_url)
+        worker = _start(
+            [str(SPARK_HOME / "bin" / "spark-class"), "org.apache.spark.deploy.worker.Worker", self.url,
+             "--host", "127.0.0.1", "--webui-port", str(free_port()), "--cores", str(self.cores),
+             "--memory", self.memory, "--work-dir", str(self.workdir / f"work-{n}")],
+            log, self.env,
+        )
+        self.workers.append(worker)
+        wait_until(lambda: _alive_workers(self.ui_url) > alive, self.timeout, "Spark worker", worker, log)
+        return worker
+
+    def kill_worker(self, worker: subprocess.Popen) -> None:
+        """SIGKILL the worker and its executors (its process group), like a lost machine."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+
+
 @contextlib.contextmanager
-def spark_standalone(workdir: Path, cores: int = 2, memory: str = "2g", timeout: float = 120):
-    """A master and one worker; yields ``(master_url, master_ui_url)``."""
+def spark_cluster(workdir: Path, cores: int = 2, memory: str = "2g", timeout: float = 120):
+    """A master and one worker on 127.0.0.1; yields a ``SparkCluster``."""
     workdir.mkdir(parents=True, exist_ok=True)
     port, ui = free_port(), free_port()
     env = spark_env({"SPARK_LOG_DIR": str(workdir), "SPARK_WORKER_DIR": str(workdir / "work")})
-    spark_class = str(SPARK_HOME / "bin" / "spark-class")
-    master_log, worker_log = workdir / "master.log", workdir / "worker.log"
-    master = worker = None
+    master_log = workdir / "master.log"
+    master = None
+    cluster = None
     try:
         master = _start(
-            [spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
-             "--webui-port", str(ui)],
+            [str(SPARK_HOME / "bin" / "spark-class"), "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
+             "--port", str(port), "--webui-port", str(ui)],
             master_log, env,
         )
         wait_until(lambda: "ALIVE" in master_log.read_text(errors="replace"), timeout, "Spark master", master,
                    master_log)
-        url = f"spark://127.0.0.1:{port}"
-        worker = _start(
-            [spark_class, "org.apache.spark.deploy.worker.Worker", url, "--host", "127.0.0.1",
-             "--webui-port", str(free_port()), "--cores", str(cores), "--memory", memory,
-             "--work-dir", str(workdir / "work")],
-            worker_log, env,
-        )
-        ui_url = f"http://127.0.0.1:{ui}"
-        wait_until(lambda: _alive_workers(ui_url) >= 1, timeout, "Spark worker", worker, worker_log)
-        yield url, ui_url
+        cluster = SparkCluster(f"spark://127.0.0.1:{port}", f"http://127.0.0.1:{ui}", workdir, env, cores, memory,
+                               timeout)
+        cluster.start_worker()
+        yield cluster
     finally:
-        stop(worker)
+        for w in cluster.workers if cluster else []:
+            stop(w)
         stop(master)
+
+
+@contextlib.contextmanager
+def spark_standalone(workdir: Path, cores: int = 2, memory: str = "2g", timeout: float = 120):
+    """A master and one worker; yields ``(master_url, master_ui_url)``."""
+    with spark_cluster(workdir, cores, memory, timeout) as cluster:
+        yield cluster.url, cluster.ui_url
 
 
 def master_state(ui_url: str) -> dict:

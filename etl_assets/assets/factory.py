@@ -1,10 +1,15 @@
 """Raw, bronze, silver and quarantine assets for every dataset, generated from the registry."""
 
 
+import contextlib
 import time
 
 from dagster import (
     AssetExecutionContext,
+    Backoff,
+    Failure,
+    Jitter,
+    RetryPolicy,
     AssetKey,
     AssetSpec,
     AutomationCondition,
@@ -25,7 +30,8 @@ from etl_assets.schemas import column_schema
 from etl_assets.storage import LandingError
 from etl_assets.transforms.bronze import Drift, file_drift
 from etl_assets.resources import PlatformResource, SparkResource
-from etl_assets.ingest import BronzeConfig, ingest_bronze
+from etl_assets.ingest import BronzeConfig, IngestConfigError, ingest_bronze
+from etl_assets.lake import LakeLockTimeout, Write
 from etl_assets.transforms.silver import classify, outcome_counts, quarantine_frame, silver_frame
 from etl_assets.docs import reason_metrics
 from etl_assets.lineage import column_lineage_metadata
@@ -44,6 +50,29 @@ def _tags(layer: str, ds: Dataset | None = None, pii: bool = False) -> dict[str,
     if ds is not None:
         tags["source_system"] = ds.system
     return tags
+
+
+# Transient failures (a lost Spark executor or driver connection, S3 or network errors) are
+# retried by Dagster with back-off; failures that a retry cannot fix are raised by step_guard
+# as Failure(allow_retries=False), so they fail at once with their message.
+RETRY_POLICY = RetryPolicy(max_retries=2, delay=15, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
+PERMANENT_ERRORS = (QualityGateError, LandingError, IngestConfigError, LakeLockTimeout)
+
+
+@contextlib.contextmanager
+def step_guard(context, platform, writes: list[tuple[str, str]], reads: list[tuple[str, str]] = ()):
+    """Around every step that publishes: the lake locks of the tables it writes (exclusive) and
+    reads (shared), held until it has published, and no retry for a permanent failure."""
+    names = lambda tables: ", ".join("/".join(t) for t in tables) or "-"  # noqa: E731
+    try:
+        with platform.lake.step_lock(writes=writes, reads=reads, logger=context.log, owner=f"run {context.run_id}"):
+            context.log.debug(f"lake locks acquired: write {names(writes)}; read {names(reads)}")
+            try:
+                yield
+            finally:
+                context.log.debug(f"lake locks released: write {names(writes)}")
+    except PERMANENT_ERRORS as e:
+        raise Failure(description=f"{type(e).__name__}: {e}", allow_retries=False) from e
 
 
 def publish_metadata(lake, layer: str, table: str, stats: dict, rows: int, started: float) -> dict:
@@ -175,10 +204,15 @@ def bronze_asset(ds: Dataset):
         "Run config `mode`: full (default) | incremental | days (+ `days`), see etl_assets/ingest.py.",
         output_required=False,  # incremental with nothing new: no materialization
         check_specs=bronze_check_specs(table_key("bronze", ds.name)),
+        retry_policy=RETRY_POLICY,
     )
     def _bronze(
         context: AssetExecutionContext, config: BronzeConfig, spark: SparkResource, platform: PlatformResource
     ):
+        with step_guard(context, platform, writes=[("bronze", ds.name)]):
+            yield from _bronze_step(context, config, spark, platform)
+
+    def _bronze_step(context, config: BronzeConfig, spark: SparkResource, platform: PlatformResource):
         started = time.monotonic()
         session = spark.get_session()
         outcome = ingest_bronze(session, ds, platform.landing, platform.lake, context.run_id, config, context.log)
@@ -229,6 +263,7 @@ def silver_asset(ds: Dataset):
 
     @multi_asset(
         name=f"silver_{ds.name}",
+        retry_policy=RETRY_POLICY,
         check_specs=silver_check_specs(silver) + quarantine_check_specs(quarantine),
         specs=[
             AssetSpec(
@@ -256,6 +291,11 @@ def silver_asset(ds: Dataset):
         ],
     )
     def _silver(context: AssetExecutionContext, spark: SparkResource, platform: PlatformResource):
+        reads = [("bronze", ds.name)] + [("silver", t) for t in ds.upstream_silver]
+        with step_guard(context, platform, writes=[("silver", ds.name), ("quarantine", ds.name)], reads=reads):
+            yield from _silver_step(context, spark, platform)
+
+    def _silver_step(context, spark: SparkResource, platform: PlatformResource):
         started = time.monotonic()
         session = spark.get_session()
         lake, pii = platform.lake, platform.pii
@@ -280,8 +320,8 @@ def silver_asset(ds: Dataset):
             ]
             checks_s = time.monotonic() - checks_started
             yield from gate([(silver, s_out), (quarantine, q_out)])
-            s_stats = lake.publish(s_df, "silver", ds.name)
-            q_stats = lake.publish(q_df, "quarantine", ds.name)
+            # one transaction: silver and quarantine always come from the same run (conservation)
+            s_stats, q_stats = lake.publish_many([Write(s_df, "silver", ds.name), Write(q_df, "quarantine", ds.name)])
         finally:
             classified.unpersist()
         conservation = {

@@ -10,7 +10,7 @@ from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from etl_assets import checks
-from etl_assets.assets.factory import gate, publish_metadata, table_key
+from etl_assets.assets.factory import RETRY_POLICY, gate, publish_metadata, step_guard, table_key
 from etl_assets.checks import validate
 from etl_assets.registry import DATASETS
 from etl_assets.schemas import column_schema, spark_schema
@@ -104,8 +104,14 @@ def gold_asset(name: str):
         automation_condition=AutomationCondition.eager(),  # follows new silver data
         freshness_policy=GOLD_FRESHNESS,
         check_specs=gold_check_specs(name),
+        retry_policy=RETRY_POLICY,
     )
     def _gold(context: AssetExecutionContext, spark: SparkResource, platform: PlatformResource):
+        reads = sorted(set(GOLD_DEPS[name]) | {(layer, p) for _, (layer, p), _ in REFERENCES.get(name, [])})
+        with step_guard(context, platform, writes=[("gold", name)], reads=reads):
+            yield from _gold_step(context, spark, platform)
+
+    def _gold_step(context, spark: SparkResource, platform: PlatformResource):
         started = time.monotonic()
         session = spark.get_session()
         key = table_key("gold", name)
@@ -154,9 +160,15 @@ GOLD_ASSETS = [gold_asset(n) for n in GOLD_DEPS]
     "bronze, silver, quarantined, duplicate and superseded rows, pass rate.",
     automation_condition=AutomationCondition.eager(),
     check_specs=gold_check_specs("dq_scorecard"),
+    retry_policy=RETRY_POLICY,
 )
 def dq_scorecard(context: AssetExecutionContext, spark: SparkResource, platform: PlatformResource):
     """Reads the counts of each silver table's latest materialization from the event log."""
+    with step_guard(context, platform, writes=[("gold", "dq_scorecard")]):
+        yield from _dq_scorecard_step(context, spark, platform)
+
+
+def _dq_scorecard_step(context, spark: SparkResource, platform: PlatformResource):
     started = time.monotonic()
     session = spark.get_session()
     key = table_key("gold", "dq_scorecard")
