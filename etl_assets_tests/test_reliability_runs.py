@@ -124,9 +124,11 @@ def world(tmp_path_factory):
 def staged_dirs(lake: Path) -> list[Path]:
     out = []
     for layer in ("silver", "quarantine", "gold"):
-        base = lake / "_staging" / layer
-        if base.is_dir():
-            out += [d for t in base.iterdir() for d in t.iterdir()]
+        for table in sorted((lake / "_staging" / layer).glob("*")):
+            try:
+                out += list(table.iterdir())
+            except FileNotFoundError:  # removed while we looked: the run is running
+                pass
     return out
 
 
