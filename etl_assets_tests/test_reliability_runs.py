@@ -10,6 +10,7 @@ published table version, appended) are append-only, so they are not compared bet
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import shutil
@@ -20,7 +21,8 @@ from pathlib import Path
 
 import pyarrow.dataset as pads
 import pytest
-from dagster import DagsterEventType, DagsterInstance, EventRecordsFilter
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from dagster import DagsterInstance
 
 from etl_assets.registry import DATASETS, GOLD_TABLES
 from etl_assets.sample_data import generate
@@ -39,6 +41,15 @@ TABLES = (
 )
 
 
+def _decrypt(value: str | None) -> str | None:
+    """``*_enc`` values use AES-GCM with a random IV (different bytes on every run): compare the
+    plaintext. Spark's layout: base64(IV 12 bytes | ciphertext | tag 16 bytes)."""
+    if value is None:
+        return None
+    raw = base64.b64decode(value)
+    return AESGCM(TEST_PII.key.encode()).decrypt(raw[:12], raw[12:], None).decode()
+
+
 def fingerprint(lake: Path, layer: str, table: str) -> tuple[int, str] | None:
     """(rows, digest of the sorted row hashes); None when the table was never published."""
     path = lake / layer / table
@@ -46,7 +57,10 @@ def fingerprint(lake: Path, layer: str, table: str) -> tuple[int, str] | None:
         return None
     t = pads.dataset(str(path), format="parquet", partitioning="hive").to_table()
     cols = sorted(c for c in t.column_names if c not in VOLATILE)
-    digests = sorted(hashlib.sha256(repr([row[c] for c in cols]).encode()).hexdigest() for row in t.to_pylist())
+    digests = sorted(
+        hashlib.sha256(repr([_decrypt(row[c]) if c.endswith("_enc") else row[c] for c in cols]).encode()).hexdigest()
+        for row in t.to_pylist()
+    )
     return len(digests), hashlib.sha256("".join(digests).encode()).hexdigest()
 
 
