@@ -484,7 +484,8 @@ def test_200mb_file_is_streamed_not_collected(tmp_path):
     proc = subprocess.run([sys.executable, str(probe)], env=env, capture_output=True, text=True, timeout=1200,
                           cwd=str(tmp_path))
     out = proc.stdout + proc.stderr
-    print(f"\n[200MB] bronze of {big.stat().st_size / MB:.0f} MiB ({rows} rows): {time.monotonic() - t0:.1f}s")
+    print(f"\n[200MB] bronze of {big.stat().st_size / MB:.0f} MiB ({rows} rows): {time.monotonic() - t0:.1f}s; "
+          f"{proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else out[-300:]}")
     assert proc.returncode == 0, out[-4000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["success"], out[-4000:]
