@@ -558,6 +558,7 @@ def test_s3_unsafe_key_zero_byte_object_and_odd_key(moto_s3, spark, tmp_path, mo
     defs = Definitions(assets=prod.assets, jobs=prod.jobs, sensors=prod.sensors, executor=in_process_executor,
                        resources={"platform": prod.resources["platform"],
                                   "spark": SparkResource(master="local[2]", shuffle_partitions=2, driver_memory="2g")})
+    (tmp_path / "dagster_home").mkdir()
     with instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
         ctx = build_sensor_context(instance=instance, cursor=None, resources={"platform": defs.resources["platform"]})
         (req,) = landing_arrival_sensor(ctx).run_requests
