@@ -39,6 +39,7 @@ VOLUME = "volume"
 DRIFT = "schema_drift"
 REASONS = "reasons_present"
 LINEAGE = "lineage_complete"
+READABLE = "files_readable"
 
 
 @dataclass
@@ -315,6 +316,20 @@ def drift_outcome(drift: list) -> Outcome:
         failed_rows=len(drift),
         sample_keys=[d.file for d in drift],
         metadata={"files_with_drift": len(drift)},
+    )
+
+
+def readable_outcome(problems: dict[str, str]) -> Outcome:
+    """ERROR (not blocking) naming each landed file bronze could not read or refused to read;
+    the dataset's other files are published."""
+    lines = [why if why.startswith(uri) else f"{uri}: {why}" for uri, why in sorted(problems.items())]
+    return Outcome(
+        name=READABLE,
+        passed=not problems,
+        description="; ".join(lines),
+        failed_rows=len(problems),
+        sample_keys=sorted(problems),
+        metadata={"unreadable_files": len(problems)},
     )
 
 

@@ -303,6 +303,18 @@ class IngestOutcome:
         return meta
 
 
+def unreadable_files(lake: Lake, store: LandingStore, ds: Dataset) -> dict[str, str]:
+    """``{uri: why}``: the dataset's landed files that bronze does not hold because they cannot be
+    read (rejected, as recorded in the manifest) or were refused at listing (unsafe keys, links)."""
+    m = ManifestStore(lake, ds.name).load()
+    out = {}
+    for key, e in sorted((m.entries if m else {}).items()):
+        if e.get("status") == "rejected":
+            out[e.get("uri") or key] = e.get("error") or "rejected"
+    out.update(store.refused(ds.landing_prefix + "/"))
+    return out
+
+
 def _keep_previous(prev: DataFrame, ds: Dataset, drop_uris: list[str], drop_days: list[str]) -> DataFrame:
     cond = F.lit(True)
     if drop_uris:
@@ -359,6 +371,11 @@ def ingest_bronze(
 
         store.prefetch(to_read)  # S3: stage the objects in parallel
         read = read_bronze(session, ds, store, run_id, files=to_read)
+        # a rejected file (unreadable content) is processed, once: the manifest records it with
+        # its error, so it is not read again until a new version (ETag) of it lands
+        by_uri = {f.uri: f for f in to_read}
+        for uri, error in read.rejected.items():
+            entries_after[by_uri[uri].key].update(status="rejected", uri=uri, error=error)
         columns = [f.name for f in bronze_schema(ds).fields]
         df = read.df.select(*columns)
         keep_previous = mode != "full" and live is not None

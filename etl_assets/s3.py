@@ -9,7 +9,7 @@ Connection settings are the standard AWS ones, read by boto3 itself: ``AWS_ENDPO
 ``AWS_PROFILE``, ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` / ``AWS_SESSION_TOKEN``, web
 identity / instance / container credentials, ``AWS_CA_BUNDLE``. The client is dagster-aws's
 ``S3Resource`` (``LandingS3Resource`` adds timeouts and a fast timestamp parser) with bounded
-retries: botocore ``Config(retries={'max_attempts': ETL_S3_MAX_ATTEMPTS, 'mode': 'standard'})``,
+retries: botocore ``Config(retries={'total_max_attempts': ETL_S3_MAX_ATTEMPTS, 'mode': 'standard'})``,
 i.e. exponential backoff with jitter on throttling, 5xx and connection errors.
 
 | variable | meaning | default |
@@ -38,9 +38,11 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import shutil
 import tempfile
 import threading
+import time
 import weakref
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -49,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import botocore.exceptions
 import botocore.session
 from botocore.config import Config
 from botocore.utils import parse_timestamp
@@ -122,7 +125,9 @@ class LandingS3Resource(S3Resource):
             core.set_config_variable("profile", self.profile_name)
         session = boto3.session.Session(botocore_session=core)
         config = Config(
-            retries={"max_attempts": self.max_attempts, "mode": self.retry_mode},
+            # total_max_attempts counts the first request (botocore's `max_attempts` key would
+            # count retries only: ETL_S3_MAX_ATTEMPTS=5 made 6 attempts)
+            retries={"total_max_attempts": self.max_attempts, "mode": self.retry_mode},
             connect_timeout=self.connect_timeout_s,
             read_timeout=self.read_timeout_s,
             max_pool_connections=self.max_pool_connections,
@@ -229,6 +234,7 @@ class S3LandingStore(LandingStore):
         Any S3 error (unreachable endpoint, access denied, missing bucket) propagates after the
         client's bounded retries: a partial listing is never returned as if it were complete."""
         root = f"{self.prefix}/" if self.prefix else ""
+        self._clear_refused(prefix)
         paginator = self.client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=root + prefix):
             for obj in page.get("Contents", ()):
@@ -238,6 +244,8 @@ class S3LandingStore(LandingStore):
                     continue  # a "folder" placeholder object
                 if not safe_key(key):
                     self.rejected_keys.append(full)
+                    self._refuse(key, f"s3://{self.bucket}/{full}",
+                                 "unsafe key ('..', '.' or empty segments): never staged or read")
                     log.warning("ignoring unsafe S3 key %r under %s", full, self.root_uri)
                     continue
                 yield LandedFile(
@@ -314,12 +322,26 @@ class S3LandingStore(LandingStore):
         return self.local_path(f)
 
     def head(self, f: LandedFile, nbytes: int = 1 << 20) -> bytes:
-        """The first ``nbytes`` of an object (a ranged GET), e.g. to sniff a CSV header."""
-        resp = self.client.get_object(
-            Bucket=self.bucket, Key=self._object_key(f.key), Range=f"bytes=0-{max(nbytes, 1) - 1}"
-        )
-        with resp["Body"] as body:
-            return body.read()
+        """The first ``nbytes`` of an object, e.g. to sniff a CSV header: from the staged copy
+        when there is one (no second request), else a ranged GET. botocore retries a failed
+        request but not a body cut off while streaming, so that is retried here (bounded)."""
+        staged = self._staged.get(f.key)
+        if staged and staged[0] == f.etag and os.path.exists(staged[1]):
+            with open(staged[1], "rb") as fh:
+                return fh.read(nbytes)
+        attempts = max(getattr(self._s3, "max_attempts", 5) or 1, 1)
+        for attempt in range(1, attempts + 1):
+            try:
+                resp = self.client.get_object(
+                    Bucket=self.bucket, Key=self._object_key(f.key), Range=f"bytes=0-{max(nbytes, 1) - 1}"
+                )
+                with resp["Body"] as body:
+                    return body.read()
+            except (botocore.exceptions.ResponseStreamingError, botocore.exceptions.ReadTimeoutError,
+                    botocore.exceptions.IncompleteReadError) as e:
+                if attempt == attempts:
+                    raise LandingError(f"{f.uri}: cannot read the object's first bytes: {e}") from e
+                time.sleep(min(0.05 * 2 ** attempt, 2.0) * random.random())
 
     def __repr__(self) -> str:
         return f"S3LandingStore({self.root_uri!r}, mode={self.mode!r})"

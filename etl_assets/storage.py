@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -84,6 +85,23 @@ class LandingStore:
         with open(self.local_path(f), "rb") as fh:
             return fh.read(nbytes)
 
+    def _refuse(self, key: str, uri: str, why: str) -> None:
+        """Record a listed entry that is never read (an unsafe key, a link, a special file)."""
+        if not hasattr(self, "_refused"):
+            self._refused: dict[str, tuple[str, str]] = {}
+        self._refused[key] = (uri, why)
+
+    def _clear_refused(self, prefix: str) -> None:
+        """A new listing of ``prefix`` replaces what earlier listings refused under it."""
+        refused = getattr(self, "_refused", {})
+        for key in [k for k in refused if k.startswith(prefix)]:
+            del refused[key]
+
+    def refused(self, prefix: str = "") -> dict[str, str]:
+        """``{uri: why}`` of the entries under ``prefix`` that listing saw and refused to read
+        (so that the bronze asset can name them; they are never staged, read or followed)."""
+        return {uri: why for key, (uri, why) in getattr(self, "_refused", {}).items() if key.startswith(prefix)}
+
     def dataset_files(self, ds: Dataset) -> list[LandedFile]:
         """The dataset's files under ``<system>/<dataset>/dt=YYYY-MM-DD/`` with its extension,
         sorted by key. Files elsewhere or with unsafe keys are not the dataset's."""
@@ -105,16 +123,34 @@ class LocalLandingStore(LandingStore):
 
     def list_files(self, prefix: str = "") -> list[LandedFile]:
         base = self.root / prefix
+        self._clear_refused(prefix)
         if not base.exists():
             return []
+        # a linked system or dataset folder could lead anywhere: never walked into
+        part = self.root
+        for name in Path(prefix).parts:
+            part = part / name
+            if part.is_symlink():
+                self._refuse(prefix, str(part), "symbolic link to a folder: never followed")
+                return []
         out = []
-        for dirpath, _dirs, files in os.walk(base, followlinks=False):
+        for dirpath, dirs, files in os.walk(base, followlinks=False):
+            for name in dirs:
+                full = Path(dirpath) / name
+                if full.is_symlink():  # os.walk does not descend into it; say so
+                    self._refuse(full.relative_to(self.root).as_posix() + "/", str(full),
+                                 "symbolic link to a folder: never followed")
             for name in files:
                 full = Path(dirpath) / name
-                if full.is_symlink():
-                    continue  # never follow links out of the landing root
-                st = full.stat()
                 key = full.relative_to(self.root).as_posix()
+                st = full.lstat()
+                if stat.S_ISLNK(st.st_mode):
+                    # never follow links: one could point anywhere outside the landing root
+                    self._refuse(key, str(full), "symbolic link: never followed")
+                    continue
+                if not stat.S_ISREG(st.st_mode):
+                    self._refuse(key, str(full), "not a regular file (FIFO, socket or device): never read")
+                    continue
                 out.append(
                     LandedFile(
                         key=key,

@@ -153,21 +153,23 @@ def test_gold_values_recomputed_independently(e2e):
     assert ind_total == geo_total
 
 
-def test_unreadable_file_fails_only_its_dataset(tmp_path, e2e):
-    """A truncated Parquet file fails bronze/orders with its name; other datasets still publish,
-    and the previously published orders tables stay complete."""
+def test_unreadable_file_is_rejected_by_name_and_the_rest_publishes(tmp_path, e2e):
+    """A truncated Parquet file is rejected: bronze/orders names it (failed ``files_readable``
+    check, metadata, log) and publishes the dataset's other files; everything downstream runs."""
     landing, lake = tmp_path / "landing", tmp_path / "lake"
     shutil.copytree(e2e["landing"], landing)
     shutil.copytree(e2e["lake"], lake)
-    before = len(read(lake, "silver", "orders"))
+    before = len(read(lake, "bronze", "orders"))
     bad = landing / "warehouse" / "orders" / "dt=2026-11-02" / "truncated.parquet"
     good = next((landing / "warehouse" / "orders").rglob("*.parquet")).read_bytes()
     bad.write_bytes(good[: len(good) // 2])
     result = run_etl_all(landing, lake)
-    assert not result.success
-    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    assert [e.step_key for e in failures] == ["bronze__orders"]
-    assert "truncated.parquet: cannot read Parquet file" in failures[0].event_specific_data.error.to_string()
+    assert result.success
+    (check,) = [c for c in result.get_asset_check_evaluations()
+                if c.asset_key.path == ["bronze", "orders"] and c.check_name == "files_readable"]
+    assert not check.passed
+    assert f"{bad}: cannot read Parquet file" in check.metadata["what_failed"].value
+    assert str(bad) in materializations(result)["bronze/orders"]["unreadable_files"]
     done = {"/".join(k.path) for k in (e.asset_key for e in result.get_asset_materialization_events())}
-    assert "silver/customers" in done and "gold/fact_orders" not in done
-    assert len(read(lake, "silver", "orders")) == before
+    assert {"bronze/orders", "silver/orders", "gold/fact_orders"} <= done
+    assert len(read(lake, "bronze", "orders")) == before  # the rejected file added no row

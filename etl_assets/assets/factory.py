@@ -30,7 +30,7 @@ from etl_assets.schemas import column_schema
 from etl_assets.storage import LandingError
 from etl_assets.transforms.bronze import Drift, file_drift
 from etl_assets.resources import PlatformResource, SparkResource
-from etl_assets.ingest import BronzeConfig, IngestConfigError, ingest_bronze
+from etl_assets.ingest import BronzeConfig, IngestConfigError, ingest_bronze, unreadable_files
 from etl_assets.lake import LakeLockTimeout, Write
 from etl_assets.transforms.silver import classify, outcome_counts, quarantine_frame, silver_frame
 from etl_assets.docs import reason_metrics
@@ -108,6 +108,8 @@ def quarantine_check_specs(key: AssetKey) -> list:
 def bronze_check_specs(key: AssetKey) -> list:
     return [
         checks.spec(key, checks.LINEAGE, "Every bronze row names its source file, dt, ingestion time and run", blocking=True),
+        checks.spec(key, checks.READABLE, "Every landed file could be read: names rejected files (unreadable "
+                    "content) and refused keys (unsafe keys, links); ERROR, the other files still publish"),
         checks.spec(key, checks.VOLUME, "Row count near the median of recent materializations (WARN)"),
     ]
 
@@ -216,6 +218,9 @@ def bronze_asset(ds: Dataset):
         started = time.monotonic()
         session = spark.get_session()
         outcome = ingest_bronze(session, ds, platform.landing, platform.lake, context.run_id, config, context.log)
+        unreadable = unreadable_files(platform.lake, platform.landing, ds)
+        for uri, why in unreadable.items():
+            context.log.error(f"not ingested: {why if why.startswith(uri) else f'{uri}: {why}'}")
         if outcome is None:
             # every landed object version is already in bronze: no materialization (nothing
             # downstream runs); the checks are evaluated again on the unchanged table
@@ -223,7 +228,8 @@ def bronze_asset(ds: Dataset):
             if platform.lake.exists("bronze", ds.name):
                 table = platform.lake.read(session, "bronze", ds.name)
                 history = checks.row_count_history(context.instance, key)
-                for o in (lineage_outcome(table), checks.volume_outcome(table.count(), history, ds.name)):
+                for o in (lineage_outcome(table), checks.volume_outcome(table.count(), history, ds.name),
+                          checks.readable_outcome(unreadable)):
                     yield o.to_result(key)
             return
         read, stats = outcome.read, outcome.stats
@@ -240,6 +246,10 @@ def bronze_asset(ds: Dataset):
         )
         if read.drift:
             meta["schema_drift"] = MetadataValue.md("\n".join(f"- {d.describe()}" for d in read.drift))
+        if read.skipped:
+            meta["empty_files"] = MetadataValue.json(read.skipped)
+        if unreadable:
+            meta["unreadable_files"] = MetadataValue.md("\n".join(f"- `{u}`: {w}" for u, w in unreadable.items()))
         meta.update(outcome.metadata())
         meta["dagster/column_schema"] = column_schema(f"bronze/{ds.name}")
         key = table_key("bronze", ds.name)
@@ -247,6 +257,7 @@ def bronze_asset(ds: Dataset):
         results = [
             lineage_outcome(table),
             checks.volume_outcome(rows, checks.row_count_history(context.instance, key), ds.name),
+            checks.readable_outcome(unreadable),
         ]
         yield MaterializeResult(
             metadata=meta,
