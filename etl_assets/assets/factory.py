@@ -18,7 +18,7 @@ from dagster import (
 )
 from pyspark import StorageLevel
 
-from etl_assets import checks
+from etl_assets import audit, checks
 from etl_assets.checks import QualityGateError, validate
 from etl_assets.registry import DATASETS, Dataset
 from etl_assets.schemas import column_schema
@@ -179,7 +179,7 @@ def bronze_asset(ds: Dataset):
     def _bronze(
         context: AssetExecutionContext, config: BronzeConfig, spark: SparkResource, platform: PlatformResource
     ):
-        started = time.monotonic()
+        started, started_at = time.monotonic(), audit.utcnow()
         session = spark.get_session()
         outcome = ingest_bronze(session, ds, platform.landing, platform.lake, context.run_id, config, context.log)
         if outcome is None:
@@ -194,6 +194,7 @@ def bronze_asset(ds: Dataset):
             return
         read, stats = outcome.read, outcome.stats
         rows = platform.lake.read(session, "bronze", ds.name).count()
+        audit.record(context, platform.lake, "bronze", ds.name, rows, started_at)  # gold/audit_log
         for d in read.drift:
             context.log.warning(f"schema drift in {d.describe()}")
         meta = publish_metadata(platform.lake, "bronze", ds.name, stats, rows, started)
@@ -256,7 +257,7 @@ def silver_asset(ds: Dataset):
         ],
     )
     def _silver(context: AssetExecutionContext, spark: SparkResource, platform: PlatformResource):
-        started = time.monotonic()
+        started, started_at = time.monotonic(), audit.utcnow()
         session = spark.get_session()
         lake, pii = platform.lake, platform.pii
         bronze = lake.read(session, "bronze", ds.name)
@@ -281,7 +282,9 @@ def silver_asset(ds: Dataset):
             checks_s = time.monotonic() - checks_started
             yield from gate([(silver, s_out), (quarantine, q_out)])
             s_stats = lake.publish(s_df, "silver", ds.name)
+            audit.record(context, lake, "silver", ds.name, counts.silver_rows, started_at)  # gold/audit_log
             q_stats = lake.publish(q_df, "quarantine", ds.name)
+            audit.record(context, lake, "quarantine", ds.name, counts.quarantined, started_at)
         finally:
             classified.unpersist()
         conservation = {

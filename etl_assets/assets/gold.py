@@ -9,7 +9,7 @@ from dagster import AssetExecutionContext, AutomationCondition, FreshnessPolicy,
 from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
-from etl_assets import checks
+from etl_assets import audit, checks
 from etl_assets.assets.factory import gate, publish_metadata, table_key
 from etl_assets.checks import validate
 from etl_assets.registry import DATASETS
@@ -106,7 +106,7 @@ def gold_asset(name: str):
         check_specs=gold_check_specs(name),
     )
     def _gold(context: AssetExecutionContext, spark: SparkResource, platform: PlatformResource):
-        started = time.monotonic()
+        started, started_at = time.monotonic(), audit.utcnow()
         session = spark.get_session()
         key = table_key("gold", name)
         inputs = {f"{layer}/{t}": platform.lake.read(session, layer, t) for layer, t in GOLD_DEPS[name]}
@@ -129,6 +129,7 @@ def gold_asset(name: str):
             checks_s = time.monotonic() - checks_started
             yield from gate([(key, outcomes)])
             stats = platform.lake.publish(df, "gold", name)
+            audit.record(context, platform.lake, "gold", name, rows, started_at)  # gold/audit_log
         finally:
             df.unpersist()
         meta = publish_metadata(platform.lake, "gold", name, stats, rows, started)
@@ -157,7 +158,7 @@ GOLD_ASSETS = [gold_asset(n) for n in GOLD_DEPS]
 )
 def dq_scorecard(context: AssetExecutionContext, spark: SparkResource, platform: PlatformResource):
     """Reads the counts of each silver table's latest materialization from the event log."""
-    started = time.monotonic()
+    started, started_at = time.monotonic(), audit.utcnow()
     session = spark.get_session()
     key = table_key("gold", "dq_scorecard")
     now = datetime.now(timezone.utc).replace(tzinfo=None)
@@ -184,6 +185,7 @@ def dq_scorecard(context: AssetExecutionContext, spark: SparkResource, platform:
         outcomes.append(checks.volume_outcome(total, checks.row_count_history(context.instance, key)))
         yield from gate([(key, outcomes)])
         stats = platform.lake.publish(df, "gold", "dq_scorecard")
+        audit.record(context, platform.lake, "gold", "dq_scorecard", total, started_at)  # gold/audit_log
     finally:
         df.unpersist()
     meta = publish_metadata(platform.lake, "gold", "dq_scorecard", stats, total, started)
