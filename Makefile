@@ -12,7 +12,7 @@ SCALE ?= 1
 DAYS ?= 7
 SEED ?= 42
 
-.PHONY: install run test test-slow dev sample clean check-java docs browser-deps system-deps
+.PHONY: install run test test-slow dev sample clean check-java docs browser-deps system-deps rebuild checksums
 
 install: $(STAMP) browser-deps system-deps
 
@@ -56,6 +56,19 @@ test-slow: install
 dev: install
 	@mkdir -p $(DAGSTER_HOME)
 	$(BIN)/dagster dev -h 127.0.0.1 -p $${PORT:-3000} -m etl_assets
+
+# Disaster recovery: rebuild silver, quarantine and gold from bronze (FROM=landing: everything,
+# bronze included, from the landing zone) into a new Dagster instance if the old one is gone,
+# then print the per-table row checksums (compare with `make checksums` taken before).
+FROM ?= bronze
+REBUILD_JOB = $(if $(filter landing,$(FROM)),etl_all,rebuild_from_bronze)
+rebuild: install
+	@mkdir -p $(DAGSTER_HOME) && cp -n etl_assets/instance/dagster.local.yaml $(DAGSTER_HOME)/dagster.yaml 2>/dev/null || true
+	$(BIN)/dagster job execute -m etl_assets -j $(REBUILD_JOB) --tags '{"launched_by": "make-rebuild"}'
+	$(BIN)/python -m etl_assets.checksums --lake $(ETL_LAKE_URI) $(if $(DECRYPT),--decrypt)
+
+checksums: install
+	@$(BIN)/python -m etl_assets.checksums --lake $(ETL_LAKE_URI) $(if $(DECRYPT),--decrypt)
 
 # The data dictionary from the registry, the Pandera models and the Spark-plan column lineage.
 docs: install

@@ -7,6 +7,7 @@ from dagster import AssetSelection, Definitions, define_asset_job
 from etl_assets.assets.factory import BRONZE_ASSETS, RAW_CHECKS, RAW_SPECS, SILVER_ASSETS
 from etl_assets.assets.gold import GOLD_ASSETS
 from etl_assets.alerts import ALERT_SENSORS
+from etl_assets.audit import audit_log_spec, code_version
 from etl_assets.docs import with_code_references
 from etl_assets.resources import PlatformResource, SparkResource, build_executor
 from etl_assets.sensors import landing_arrival_sensor, landing_ingest_job, lakehouse_automation_sensor
@@ -46,15 +47,27 @@ etl_all = define_asset_job(
     description="Process everything in the landing zone: bronze, silver + quarantine, gold.",
 )
 
+# Disaster recovery (`make rebuild`, README "Disaster recovery"): silver, quarantine and gold
+# rebuilt from the bronze tables kept in the lake; `etl_all` (mode full) rebuilds from landing.
+rebuild_from_bronze = define_asset_job(
+    "rebuild_from_bronze",
+    selection=AssetSelection.groups("silver", "gold"),
+    description="Rebuild every silver, quarantine and gold table from the bronze tables in the lake.",
+)
+
 
 def build_definitions(settings: Settings | None = None) -> Definitions:
     settings = settings or load_settings()
+    code_version()  # resolve the git SHA of the audit rows once, at load
     return Definitions(
         # code references: each asset's function, registry entry and transform (git links with
         # ETL_CODE_REFERENCES_GIT_URL), see etl_assets/docs.py
-        assets=with_code_references(engine_assets(settings, [*RAW_SPECS, *BRONZE_ASSETS, *SILVER_ASSETS, *GOLD_ASSETS])),
+        # gold/audit_log: appended by every publish (etl_assets/audit.py), shown as an asset spec
+        assets=with_code_references(
+            engine_assets(settings, [*RAW_SPECS, *BRONZE_ASSETS, *SILVER_ASSETS, *GOLD_ASSETS]) + [audit_log_spec()]
+        ),
         asset_checks=RAW_CHECKS,
-        jobs=[etl_all, landing_ingest_job],
+        jobs=[etl_all, landing_ingest_job, rebuild_from_bronze],
         sensors=[landing_arrival_sensor, lakehouse_automation_sensor, *ALERT_SENSORS],  # alerts: etl_assets/alerts.py
         resources=build_resources(settings),
         # Runs launched by the automation sensor: one process, one SparkSession (as etl_all).

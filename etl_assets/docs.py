@@ -369,7 +369,7 @@ def _pii_flag(layer: str, table: str, col: str, upstream: list, flags: dict) -> 
         raw = {c.name: c.pii for c in ds.columns if c.pii}
         if layer == "bronze" and col in raw:
             return "raw (email)" if raw[col] == "email" else "raw (dropped in silver)"
-        if layer == "quarantine" and col.endswith("_enc") and col[: -len("_enc")] in raw:
+        if layer == "quarantine" and col.endswith("_enc") and (col[: -len("_enc")] in raw or col == CORRUPT_COLUMN + "_enc"):
             return "encrypted"
     inherited = [flags.get(u) for u in upstream if flags.get(u)]
     if not inherited:

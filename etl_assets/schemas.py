@@ -137,7 +137,11 @@ def quarantine_model(ds: Dataset) -> type[pa.DataFrameModel]:
             fields.append((f"{c.name}_enc", T.StringType(), {"nullable": True, "description": f"Raw {c.name}, AES-GCM encrypted (PII)"}))
         else:
             fields.append((c.name, T.StringType(), {"nullable": True, "description": f"Raw {c.name} as delivered"}))
-    fields.append((CORRUPT_COLUMN, T.StringType(), {"nullable": True, "description": "Raw text of a malformed line"}))
+    if ds.has_pii:  # the raw line may hold PII: published encrypted only
+        fields.append((CORRUPT_COLUMN + "_enc", T.StringType(), {"nullable": True,
+                       "description": "Raw text of a malformed line, AES-GCM encrypted (may hold PII)"}))
+    else:
+        fields.append((CORRUPT_COLUMN, T.StringType(), {"nullable": True, "description": "Raw text of a malformed line"}))
     fields += _lineage_fields()
     fields.append(("_reasons", T.ArrayType(T.StringType(), True), {"nullable": False, "description": "Sorted array of every failing rule"}))
     return _model(f"Quarantine_{ds.name}", fields, f"quarantine/{ds.name}: rejected rows with their reasons.")
@@ -254,6 +258,25 @@ class DqScorecard(pa.DataFrameModel):
         name = "DqScorecard"
 
 
+class AuditLog(pa.DataFrameModel):
+    """gold/audit_log: one row per published table version, append-only (etl_assets/audit.py)."""
+
+    run_id: T.StringType() = pa.Field(nullable=False, description="Dagster run that published the version")
+    job: T.StringType() = pa.Field(nullable=True, description="Job of that run")
+    asset: T.StringType() = pa.Field(nullable=False, str_matches=r"^(bronze|silver|quarantine|gold)/[a-z0-9_]+$",
+                                     description="Published table, layer/table (its asset key)")
+    rows: T.LongType() = pa.Field(nullable=False, ge=0, description="Rows of the published version")
+    launched_by: T.StringType() = pa.Field(nullable=False, description="dagster/user or launched_by tag, "
+                                           "sensor:<name>, schedule:<name>, backfill:<id>, automation, else manual")
+    code_version: T.StringType() = pa.Field(nullable=False, description="Git commit (ETL_CODE_VERSION or git rev-parse HEAD), else unknown")
+    started_at: T.TimestampType() = pa.Field(nullable=False, description="When the publishing step started (UTC)")
+    finished_at: T.TimestampType() = pa.Field(nullable=False, description="When the version was published (UTC)")
+
+    class Config:
+        strict = True
+        name = "AuditLog"
+
+
 GOLD_MODELS = {
     "fact_orders": FactOrders,
     "customer_360": Customer360,
@@ -261,6 +284,7 @@ GOLD_MODELS = {
     "revenue_by_geography": RevenueByGeography,
     "revenue_by_industry": RevenueByIndustry,
     "dq_scorecard": DqScorecard,
+    "audit_log": AuditLog,
 }
 
 #: primary keys of the published tables

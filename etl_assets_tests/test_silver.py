@@ -112,8 +112,17 @@ def test_malformed_record_gets_only_that_reason_and_keeps_raw_text(spark, pii):
     _, _, q, counts = run(spark, pii, "contacts", rows, targets={"accounts": spark.createDataFrame([("a1",)], "account_id string")})
     r = q.collect()[0]
     assert r["_reasons"] == ["malformed_record"]
-    assert r["_corrupt_record"] == 'x,"broken'
+    # contacts has PII columns: the raw line is kept, but only encrypted
+    assert "_corrupt_record" not in q.columns
+    assert q.select(pii.decrypt(F.col("_corrupt_record_enc"))).collect()[0][0] == 'x,"broken'
     assert counts.reasons == {"malformed_record": 1}
+
+
+def test_malformed_record_of_a_dataset_without_pii_stays_readable(spark, pii):
+    rows = [{"product_id": "p1", "_corrupt_record": 'p1,"broken'}]
+    _, _, q, _ = run(spark, pii, "products", rows)
+    assert "_corrupt_record_enc" not in q.columns
+    assert q.collect()[0]["_corrupt_record"] == 'p1,"broken'
 
 
 def test_future_orders_from_dt_plus_two_days(spark, pii):
@@ -334,3 +343,42 @@ def test_pii_hash_and_decrypt_round_trip(spark, pii):
     assert "email" not in q.columns and "email_enc" in q.columns
     assert q.select(pii.decrypt(F.col("email_enc"))).collect()[0][0] == "b@x.io"
     assert qr["country"] == "1X"
+
+
+def test_quarantined_pii_is_encrypted_and_decrypts_to_the_raw_value(spark, pii):
+    """Quarantine keeps raw values: the PII columns as delivered (untrimmed, mixed case), but only
+    as ``<col>_enc``; an authorised user recovers them with aes_decrypt and the key."""
+    raw = {"email": "  Ann.Lee@Mail.COM ", "first_name": "Ann", "last_name": "Lee", "phone": "+1-555-555-0101"}
+    # an unbalanced quote: the parser puts the rest of the line (PII included) into one field
+    bad_line = 'c9,"zoe@x.io,Zoë,Ng,+1-555-555-0199,DE'
+    broken = {"customer_id": "c9", "email": 'zoe@x.io,Zoë,Ng,+1-555-555-0199,DE', "_corrupt_record": bad_line,
+              "_source_file": "/l/broken.csv"}
+    _, silver, q, _ = run(spark, pii, "customers", [customer("c1", country="1X", **raw), broken])
+    assert silver.count() == 0
+    assert not {"email", "first_name", "last_name", "phone", "_corrupt_record"} & set(q.columns)
+    got = rows_by(
+        q.select(
+            "_source_file",
+            "customer_id",
+            *[pii.decrypt(F.col(f"{c}_enc")).alias(c) for c in raw],
+            pii.decrypt(F.col("_corrupt_record_enc")).alias("line"),
+            *[F.col(f"{c}_enc") for c in raw],
+        ),
+        "_source_file",
+    )
+    ok = got["/landing/warehouse/customers/dt=2026-11-01/part-1.csv"]
+    for col, value in raw.items():
+        assert ok[col] == value, col
+        assert value.strip() not in ok[f"{col}_enc"]  # ciphertext, not the value
+    assert ok["line"] is None and ok["customer_id"] == "c1"
+    # the malformed line: only its encrypted text; its untrustworthy fields are null
+    bad = got["/l/broken.csv"]
+    assert bad["line"] == bad_line
+    assert bad["customer_id"] is None and bad["email"] is None
+    # a wrong key cannot read it
+    from etl_assets.transforms.silver import Pii
+
+    other = Pii(salt="s", key="fedcba9876543210")
+    assert q.where("customer_id = 'c1'").select(
+        F.expr(f"try_aes_decrypt(unbase64(email_enc), '{other.key}', 'GCM')")
+    ).collect()[0][0] is None

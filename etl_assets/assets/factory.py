@@ -23,7 +23,7 @@ from dagster import (
 )
 from pyspark import StorageLevel
 
-from etl_assets import checks
+from etl_assets import audit, checks
 from etl_assets.checks import QualityGateError, validate
 from etl_assets.registry import DATASETS, Dataset
 from etl_assets.schemas import column_schema
@@ -215,7 +215,7 @@ def bronze_asset(ds: Dataset):
             yield from _bronze_step(context, config, spark, platform)
 
     def _bronze_step(context, config: BronzeConfig, spark: SparkResource, platform: PlatformResource):
-        started = time.monotonic()
+        started, started_at = time.monotonic(), audit.utcnow()
         session = spark.get_session()
         outcome = ingest_bronze(session, ds, platform.landing, platform.lake, context.run_id, config, context.log)
         unreadable = unreadable_files(platform.lake, platform.landing, ds)
@@ -234,6 +234,7 @@ def bronze_asset(ds: Dataset):
             return
         read, stats = outcome.read, outcome.stats
         rows = platform.lake.read(session, "bronze", ds.name).count()
+        audit.record(context, platform.lake, "bronze", ds.name, rows, started_at)  # gold/audit_log
         for d in read.drift:
             context.log.warning(f"schema drift in {d.describe()}")
         meta = publish_metadata(platform.lake, "bronze", ds.name, stats, rows, started)
@@ -307,7 +308,7 @@ def silver_asset(ds: Dataset):
             yield from _silver_step(context, spark, platform)
 
     def _silver_step(context, spark: SparkResource, platform: PlatformResource):
-        started = time.monotonic()
+        started, started_at = time.monotonic(), audit.utcnow()
         session = spark.get_session()
         lake, pii = platform.lake, platform.pii
         bronze = lake.read(session, "bronze", ds.name)
@@ -333,6 +334,8 @@ def silver_asset(ds: Dataset):
             yield from gate([(silver, s_out), (quarantine, q_out)])
             # one transaction: silver and quarantine always come from the same run (conservation)
             s_stats, q_stats = lake.publish_many([Write(s_df, "silver", ds.name), Write(q_df, "quarantine", ds.name)])
+            audit.record(context, lake, "silver", ds.name, counts.silver_rows, started_at)  # gold/audit_log
+            audit.record(context, lake, "quarantine", ds.name, counts.quarantined, started_at)
         finally:
             classified.unpersist()
         conservation = {

@@ -9,7 +9,7 @@ from dagster import AssetExecutionContext, AutomationCondition, FreshnessPolicy,
 from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
-from etl_assets import checks
+from etl_assets import audit, checks
 from etl_assets.assets.factory import RETRY_POLICY, gate, publish_metadata, step_guard, table_key
 from etl_assets.checks import validate
 from etl_assets.registry import DATASETS
@@ -112,7 +112,7 @@ def gold_asset(name: str):
             yield from _gold_step(context, spark, platform)
 
     def _gold_step(context, spark: SparkResource, platform: PlatformResource):
-        started = time.monotonic()
+        started, started_at = time.monotonic(), audit.utcnow()
         session = spark.get_session()
         key = table_key("gold", name)
         inputs = {f"{layer}/{t}": platform.lake.read(session, layer, t) for layer, t in GOLD_DEPS[name]}
@@ -135,6 +135,7 @@ def gold_asset(name: str):
             checks_s = time.monotonic() - checks_started
             yield from gate([(key, outcomes)])
             stats = platform.lake.publish(df, "gold", name)
+            audit.record(context, platform.lake, "gold", name, rows, started_at)  # gold/audit_log
         finally:
             df.unpersist()
         meta = publish_metadata(platform.lake, "gold", name, stats, rows, started)
@@ -169,7 +170,7 @@ def dq_scorecard(context: AssetExecutionContext, spark: SparkResource, platform:
 
 
 def _dq_scorecard_step(context, spark: SparkResource, platform: PlatformResource):
-    started = time.monotonic()
+    started, started_at = time.monotonic(), audit.utcnow()
     session = spark.get_session()
     key = table_key("gold", "dq_scorecard")
     now = datetime.now(timezone.utc).replace(tzinfo=None)
@@ -196,6 +197,7 @@ def _dq_scorecard_step(context, spark: SparkResource, platform: PlatformResource
         outcomes.append(checks.volume_outcome(total, checks.row_count_history(context.instance, key)))
         yield from gate([(key, outcomes)])
         stats = platform.lake.publish(df, "gold", "dq_scorecard")
+        audit.record(context, platform.lake, "gold", "dq_scorecard", total, started_at)  # gold/audit_log
     finally:
         df.unpersist()
     meta = publish_metadata(platform.lake, "gold", "dq_scorecard", stats, total, started)

@@ -319,14 +319,28 @@ def silver_frame(classified: DataFrame, ds: Dataset, pii: Pii) -> DataFrame:
 
 
 def quarantine_columns(ds: Dataset, pii: Pii) -> list[Column]:
-    """Raw values as delivered; PII columns encrypted as ``<col>_enc``; lineage; ``_reasons``."""
+    """Raw values as delivered; PII columns encrypted as ``<col>_enc``; lineage; ``_reasons``.
+
+    The raw text of a malformed line (``_corrupt_record``) of a dataset with PII columns can hold
+    a raw email, name or phone number, so for those datasets it is published only encrypted, as
+    ``_corrupt_record_enc`` (the ``_corrupt_record`` column is dropped: no column that looks
+    readable exists), and the fields parsed from such a line are null: they cannot be trusted,
+    and a broken line shifts PII into other columns (an unbalanced quote puts the rest of the
+    line, email and phone included, into ``account_name``). Decrypt with
+    ``aes_decrypt(unbase64(<col>_enc), key, 'GCM')``."""
     cols: list[Column] = []
+    well_formed = F.col(CORRUPT_COLUMN).isNull()
     for c in ds.columns:
+        raw = F.when(well_formed, F.col(c.name)) if ds.has_pii else F.col(c.name)
         if c.pii:
-            cols.append(pii.encrypt(F.col(c.name)).alias(f"{c.name}_enc"))
+            cols.append(pii.encrypt(raw).alias(f"{c.name}_enc"))
         else:
-            cols.append(F.col(c.name))
-    cols += [F.col(CORRUPT_COLUMN)] + [F.col(c) for c in LINEAGE_COLUMNS] + [F.col("_reasons")]
+            cols.append(raw.alias(c.name))
+    if ds.has_pii:
+        cols.append(pii.encrypt(F.col(CORRUPT_COLUMN)).alias(CORRUPT_COLUMN + "_enc"))
+    else:
+        cols.append(F.col(CORRUPT_COLUMN))
+    cols += [F.col(c) for c in LINEAGE_COLUMNS] + [F.col("_reasons")]
     return cols
 
 
