@@ -16,6 +16,7 @@ import shutil
 import time
 import uuid
 from pathlib import Path
+from typing import Callable
 
 from pyspark.sql import DataFrame, SparkSession
 
@@ -61,8 +62,20 @@ class Lake:
     def _staging_dir(self, layer: str, table: str) -> Path:
         return self.root / "_staging" / layer / table
 
-    def publish(self, df: DataFrame, layer: str, table: str, partition_by: list[str] | None = None) -> dict:
-        """Write ``df`` as the new version of ``<layer>/<table>``; returns file stats."""
+    def publish(
+        self,
+        df: DataFrame,
+        layer: str,
+        table: str,
+        partition_by: list[str] | None = None,
+        prepare: Callable[[Path], dict | None] | None = None,
+    ) -> dict:
+        """Write ``df`` as the new version of ``<layer>/<table>``; returns file stats (of the
+        files ``df`` was written to).
+
+        ``prepare(staged_dir)``, when given, runs after the write and before the exchange: it may
+        rearrange the staged folder (bronze adds hard links to the files it keeps, see
+        ``etl_assets/ingest.py``); what it returns is added to the stats."""
         staging_parent = self._staging_dir(layer, table)
         staging_parent.mkdir(parents=True, exist_ok=True)
         self._clean_leftovers(staging_parent)
@@ -72,6 +85,8 @@ class Lake:
             writer = writer.partitionBy(*partition_by)
         writer.parquet(str(staged))
         stats = self._stats(staged)
+        if prepare is not None:
+            stats.update(prepare(staged) or {})
         live = self.root / layer / table
         live.parent.mkdir(parents=True, exist_ok=True)
         if live.exists():
