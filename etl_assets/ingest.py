@@ -19,31 +19,47 @@ Run modes (``BronzeConfig``, run config of every ``bronze/<dataset>`` asset)::
   (files deleted from them disappear, re-delivered ones appear); other days are untouched. The
   result equals a fresh run over the current landing zone.
 
-**How appending keeps ``Lake.publish``'s atomicity.** An incremental or ``days`` run does not add
-files to the live table: it publishes, through the ordinary ``Lake.publish`` (write to staging,
-one atomic directory exchange), a new complete version = the previous bronze rows that are kept
-(read from the live version) UNION the rows of the newly read files. Readers see the previous or
-the new version, never a partial append, and the previous rows keep their original
-``_ingested_at``/``_run_id``. The cost is a rewrite of the bronze table per run (bronze is
-stored compressed and is the smallest layer to rewrite; a hard-link based append is a possible
-later optimisation).
+**How appending keeps ``Lake.publish``'s atomicity, without rewriting bronze.** Every bronze
+file holds the rows of ONE ``dt`` (the write is partitioned by ``_dt``; the files are then
+flattened into the table folder as ``<dt>-<token>-<n>.parquet``, so readers see the same
+unpartitioned table with the same columns). A run publishes, through the ordinary
+``Lake.publish`` (staging + one atomic directory exchange), a new version made of
 
-**The manifest** ``<lake>/_manifests/bronze/<dataset>.json`` lists every ingested object version
-(key -> etag, size, dt, last_modified, run_id) and the Parquet files of the bronze version it
-describes. It changes only under an exclusive per-dataset lock (``<dataset>.lock``, ``flock``),
-so two runs never ingest the same dataset at once, with a write-ahead protocol:
+- the previous version's files that stay as they are, as **hard links** (no byte is copied),
+- the files this run writes: the rows of the newly read objects, plus -- only for the days
+  concerned -- the kept rows of a day whose files must change: a day with an overwritten
+  object (its files are rewritten without that object's previous rows) and a day that would
+  otherwise exceed ``ETL_BRONZE_MAX_FILES_PER_DAY`` files (default 8; compacted into one file).
+  A ``days`` run drops the files of the given days and writes their fresh read.
 
-1. ``pending`` = {run, the live table's files before publishing, the entries after} is written
-   (atomically: temp file + fsync + ``os.replace``);
+So the cost of a run is the new rows (plus at most the days it replaces), not the table: the
+previous version is never read. Readers see the previous or the new version, never a partial
+append; kept rows keep their original ``_ingested_at``/``_run_id``.
+
+**The manifest** is sharded per ``dt`` so that every write is bounded by what a run changes:
+
+- ``<lake>/_manifests/bronze/<dataset>/<dt>.json`` (one per day): the object versions landed
+  under that ``dt`` folder (key -> etag, size, dt, last_modified, run_id) and the bronze files
+  holding that day's rows. A run rewrites only the shards of the days it touched.
+- ``<lake>/_manifests/bronze/<dataset>.json`` (the head, constant size): revision, last run,
+  the digest and number of the live table's files, and ``pending`` (below).
+
+It changes only under an exclusive per-dataset lock (``<dataset>.lock``, ``flock``), so two runs
+never ingest the same dataset at once, with a write-ahead protocol:
+
+1. the new version is staged (Spark write + hard links); ``pending`` = {run, the digests of the
+   live table's files before and after, the new content of every touched shard} is written into
+   the head (atomically: temp file + fsync + ``os.replace``);
 2. ``Lake.publish`` swaps in the new bronze version;
-3. the manifest is committed (entries := pending entries, ``table_files`` := the new files).
+3. the touched shards are written, then the head is committed (``pending`` cleared, the new
+   table digest).
 
-A run that fails before 2 leaves the old table and old entries: its files are not marked
+A run that fails before 2 leaves the old table and old shards: its files are not marked
 ingested and the next run ingests them. A run killed between 2 and 3 is recovered by the next
-run: the live files differ from ``pending.pre_files``, so the publish happened and the pending
-entries are committed -- the files are not ingested twice. If the manifest does not describe the
-live table (missing, or the table was replaced by other means), incremental and days runs fall
-back to a full rebuild, which is always correct.
+run: the live files match ``pending``'s "after" digest, so the publish happened and the pending
+shards are written -- the files are not ingested twice. If the manifest does not describe the
+live table (missing, older format, or the table was replaced by other means), incremental and
+days runs fall back to a full rebuild, which is always correct.
 """
 
 from __future__ import annotations
@@ -57,7 +73,9 @@ import json
 import logging
 import os
 import re
+import shutil
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -74,7 +92,10 @@ from etl_assets.transforms.bronze import BronzeRead, bronze_schema, read_bronze
 
 log = logging.getLogger(__name__)
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 1: one file listing every object (read as "no manifest": full rebuild)
+NO_DT = "none"  # the day of rows without a ``_dt`` (cannot happen for files under dt= folders)
+PART_COLUMN = "_bronze_day"  # write-time only: partitions the staged write, never in the table
+LINEAGE_COLUMNS = ("_source_file", "_dt", "_ingested_at", "_run_id")
 DAY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
@@ -126,45 +147,71 @@ def version_digest(files) -> str:
 # ---------------------------------------------------------------------------------------------
 # Manifest
 # ---------------------------------------------------------------------------------------------
+def max_files_per_day() -> int:
+    raw = os.environ.get("ETL_BRONZE_MAX_FILES_PER_DAY", "").strip()
+    n = int(raw) if raw else 8
+    if n < 1:
+        raise ValueError(f"ETL_BRONZE_MAX_FILES_PER_DAY={raw!r}: expected an integer >= 1")
+    return n
+
+
+def files_digest(files: list[str] | None) -> str | None:
+    """A digest of a table's file list (None: no table)."""
+    if files is None:
+        return None
+    return hashlib.sha256("\n".join(sorted(files)).encode()).hexdigest()
+
+
+def _dumps(obj) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass
+class Shard:
+    """One day of a dataset's manifest: the object versions of its dt folder, its bronze files."""
+
+    dt: str
+    entries: dict[str, dict] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+
+    def to_obj(self) -> dict:
+        return {"dt": self.dt, "entries": self.entries, "files": sorted(self.files)}
+
+    @classmethod
+    def from_obj(cls, raw: dict) -> "Shard":
+        return cls(dt=raw["dt"], entries=dict(raw.get("entries") or {}), files=list(raw.get("files") or []))
+
+
 @dataclass
 class Manifest:
     dataset: str
-    entries: dict[str, dict] = field(default_factory=dict)
-    table_files: list[str] | None = None
+    shards: dict[str, Shard] = field(default_factory=dict)
+    table_digest: str | None = None
+    table_file_count: int = 0
     pending: dict | None = None
     revision: int = 0
     updated_at: str | None = None
     last_run_id: str | None = None
 
-    def to_json(self) -> str:
-        return json.dumps(
+    @property
+    def entries(self) -> dict[str, dict]:
+        """Every ingested object version (key -> entry), all days."""
+        out: dict[str, dict] = {}
+        for d in sorted(self.shards):
+            out.update(self.shards[d].entries)
+        return out
+
+    def head_json(self) -> str:
+        return _dumps(
             {
                 "format": MANIFEST_VERSION,
                 "dataset": self.dataset,
                 "revision": self.revision,
                 "updated_at": self.updated_at,
                 "last_run_id": self.last_run_id,
-                "table_files": self.table_files,
+                "table": {"digest": self.table_digest, "files": self.table_file_count},
                 "pending": self.pending,
-                "entries": self.entries,
-            },
-            sort_keys=True,
-            separators=(",", ":"),
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> "Manifest":
-        raw = json.loads(text)
-        if raw.get("format") != MANIFEST_VERSION:
-            raise ValueError(f"unknown manifest format {raw.get('format')!r}")
-        return cls(
-            dataset=raw["dataset"],
-            entries=raw.get("entries") or {},
-            table_files=raw.get("table_files"),
-            pending=raw.get("pending"),
-            revision=int(raw.get("revision") or 0),
-            updated_at=raw.get("updated_at"),
-            last_run_id=raw.get("last_run_id"),
+            }
         )
 
     def versions(self) -> set[tuple[str, str]]:
@@ -185,13 +232,21 @@ def table_files(lake: Lake, layer: str, table: str) -> list[str] | None:
 
 
 class ManifestStore:
-    """``<lake>/_manifests/bronze/<dataset>.json`` with atomic writes and a per-dataset lock."""
+    """The head ``<lake>/_manifests/bronze/<dataset>.json``, the day shards
+    ``<dataset>/<dt>.json``, atomic writes and a per-dataset lock.
+
+    ``writes`` records the size in bytes of every file this store wrote (head and shards)."""
 
     def __init__(self, lake: Lake, dataset: str, layer: str = "bronze"):
         self.dir = Path(lake.root) / "_manifests" / layer
         self.dataset = dataset
         self.path = self.dir / f"{dataset}.json"
+        self.shard_dir = self.dir / dataset
         self.lock_path = self.dir / f"{dataset}.lock"
+        self.writes: list[int] = []
+
+    def shard_path(self, day: str) -> Path:
+        return self.shard_dir / f"{day}.json"
 
     def load(self) -> Manifest | None:
         try:
@@ -199,26 +254,61 @@ class ManifestStore:
         except FileNotFoundError:
             return None
         try:
-            return Manifest.from_json(text)
-        except (ValueError, KeyError) as e:
+            raw = json.loads(text)
+            if raw.get("format") != MANIFEST_VERSION:
+                raise ValueError(f"manifest format {raw.get('format')!r}, this build reads {MANIFEST_VERSION}")
+            table = raw.get("table") or {}
+            m = Manifest(
+                dataset=raw["dataset"],
+                table_digest=table.get("digest"),
+                table_file_count=int(table.get("files") or 0),
+                pending=raw.get("pending"),
+                revision=int(raw.get("revision") or 0),
+                updated_at=raw.get("updated_at"),
+                last_run_id=raw.get("last_run_id"),
+            )
+            if self.shard_dir.is_dir():
+                for p in sorted(self.shard_dir.glob("*.json")):
+                    shard = Shard.from_obj(json.loads(p.read_text(encoding="utf-8")))
+                    if shard.dt != p.stem:
+                        raise ValueError(f"{p.name} describes dt {shard.dt!r}")
+                    m.shards[shard.dt] = shard
+            return m
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             # Unreadable bookkeeping is never trusted: the caller falls back to a full rebuild.
             log.warning("ignoring unreadable manifest %s: %s", self.path, e)
             return None
 
-    def save(self, m: Manifest) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        m.updated_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        tmp = self.dir / f".{self.dataset}.json.{os.getpid()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(m.to_json())
+    def _write(self, path: Path, text: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+        data = text.encode("utf-8")
+        with open(tmp, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
-        fd = os.open(self.dir, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+        self.writes.append(len(data))
+
+    def save(self, m: Manifest) -> None:
+        """Write the head (constant size plus ``pending``)."""
+        m.updated_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        self._write(self.path, m.head_json())
+
+    def write_shards(self, shards: dict, replace_all: bool = False) -> None:
+        """Write the given day shards (a ``None`` value deletes that day's shard); with
+        ``replace_all``, delete every other shard too. Idempotent (recovery repeats it)."""
+        for day, raw in sorted(shards.items()):
+            if raw is None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.shard_path(day))
+            else:
+                self._write(self.shard_path(day), _dumps(raw))
+        if replace_all and self.shard_dir.is_dir():
+            for p in self.shard_dir.glob("*.json"):
+                if p.stem not in shards:
+                    p.unlink()
 
     @contextlib.contextmanager
     def lock(self, timeout_s: float | None = None):
@@ -247,29 +337,123 @@ class ManifestStore:
             os.close(fd)  # closing the descriptor releases the flock
 
 
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _apply_pending(m: Manifest, p: dict) -> None:
+    if p.get("replace_all"):
+        m.shards = {}
+    for day, raw in p["shards"].items():
+        if raw is None:
+            m.shards.pop(day, None)
+        else:
+            m.shards[day] = Shard.from_obj(raw)
+    m.table_digest = p["post_digest"]
+    m.table_file_count = int(p.get("post_files") or 0)
+    m.last_run_id = p.get("run_id")
+    m.revision += 1
+
+
 def recover(store: ManifestStore, m: Manifest | None, lake: Lake, logger=log) -> Manifest | None:
     """Resolve a ``pending`` entry left by a run that died around its publish."""
     if m is None or not m.pending:
         return m
     p = m.pending
-    live = table_files(lake, "bronze", store.dataset)
-    if live == p.get("pre_files"):
+    live = files_digest(table_files(lake, "bronze", store.dataset))
+    if live == p.get("post_digest"):
+        logger.warning(
+            f"bronze/{store.dataset}: run {p.get('run_id')} published but did not commit its "
+            "manifest; committing it now (its files are not ingested again)"
+        )
+        store.write_shards(p["shards"], replace_all=bool(p.get("replace_all")))
+        _apply_pending(m, p)
+    elif live == p.get("pre_digest"):
         logger.warning(
             f"bronze/{store.dataset}: run {p.get('run_id')} stopped before publishing; "
             "its files stay un-ingested"
         )
     else:
+        # the table is neither the version before nor the one after: the head's digest no longer
+        # matches, so the next incremental/days run rebuilds in full
         logger.warning(
-            f"bronze/{store.dataset}: run {p.get('run_id')} published but did not commit its "
-            "manifest; committing it now (its files are not ingested again)"
+            f"bronze/{store.dataset}: the table changed since run {p.get('run_id')} was pending; "
+            "the next run rebuilds it in full"
         )
-        m.entries = p["entries"]
-        m.table_files = live
-        m.last_run_id = p.get("run_id")
-        m.revision += 1
     m.pending = None
     store.save(m)
     return m
+
+
+# ---------------------------------------------------------------------------------------------
+# Table files: staging a version of hard links + new files, footer statistics
+# ---------------------------------------------------------------------------------------------
+def _link_or_copy(src: Path, dst: Path) -> bool:
+    """Hard-link ``src`` to ``dst`` (True); copy when the filesystem cannot link (False)."""
+    try:
+        os.link(src, dst)
+        return True
+    except OSError as e:
+        if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
+        shutil.copy2(src, dst)
+        return False
+
+
+def flatten_days(staged: Path, token: str) -> dict[str, list[str]]:
+    """Move the ``<PART_COLUMN>=<dt>/*.parquet`` files of a partitioned write to
+    ``<dt>-<token>-<n>.parquet`` in ``staged`` itself; returns {dt: [file names]}."""
+    from urllib.parse import unquote
+
+    out: dict[str, list[str]] = {}
+    prefix = PART_COLUMN + "="
+    for sub in sorted(staged.iterdir()):
+        if not (sub.is_dir() and sub.name.startswith(prefix)):
+            continue
+        day = unquote(sub.name[len(prefix):])
+        names = out.setdefault(day, [])
+        for src in sorted(sub.glob("*.parquet")):
+            name = f"{day}-{token}-{len(names):03d}.parquet"
+            os.rename(src, staged / name)
+            names.append(name)
+        shutil.rmtree(sub)
+    return out
+
+
+def footer_stats(paths, columns=()) -> tuple[int, dict[str, int] | None]:
+    """Rows of Parquet files and the null count of ``columns``, from the footers alone (no data
+    read). The null counts are None when a footer has no null-count statistics."""
+    import pyarrow.parquet as pq
+
+    rows = 0
+    nulls: dict[str, int] | None = {c: 0 for c in columns}
+    for path in paths:
+        md = pq.ParquetFile(path).metadata
+        rows += md.num_rows
+        if nulls is None or not columns:
+            continue
+        for g in range(md.num_row_groups):
+            rg = md.row_group(g)
+            for i in range(rg.num_columns):
+                col = rg.column(i)
+                if col.path_in_schema in nulls:
+                    st = col.statistics
+                    if st is None or not st.has_null_count:
+                        nulls = None
+                        break
+                    nulls[col.path_in_schema] += st.null_count
+            if nulls is None:
+                break
+    return rows, nulls
+
+
+def table_footer_stats(lake: Lake, layer: str, table: str, columns=()) -> tuple[int, dict[str, int] | None]:
+    root = Path(lake.path(layer, table))
+    return footer_stats([root / f for f in (table_files(lake, layer, table) or [])], columns)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -287,6 +471,8 @@ class IngestOutcome:
     manifest_entries: int
     manifest_digest: str
     days: list[str]
+    days_rewritten: list[str] = field(default_factory=list)
+    manifest_writes: list[int] = field(default_factory=list)
 
     def metadata(self) -> dict:
         meta = {
@@ -295,7 +481,16 @@ class IngestOutcome:
             "files_replaced": self.files_replaced,
             "manifest_objects": self.manifest_entries,
             "manifest_digest": self.manifest_digest[:16],
+            # what this run wrote vs. what it kept by hard link (see etl_assets/ingest.py)
+            "rows_written": self.stats.get("rows_written", 0),
+            "rows_reread": self.stats.get("rows_reread", 0),
+            "files_linked": self.stats.get("files_linked", 0),
+            "table_files": self.stats.get("table_files", 0),
+            "manifest_bytes_written": sum(self.manifest_writes),
+            "manifest_largest_write": max(self.manifest_writes, default=0),
         }
+        if self.days_rewritten:
+            meta["days_rewritten"] = ", ".join(self.days_rewritten)
         if self.mode != self.requested_mode:
             meta["ingest_mode_requested"] = self.requested_mode
         if self.days:
@@ -324,6 +519,20 @@ def _keep_previous(prev: DataFrame, ds: Dataset, drop_uris: list[str], drop_days
     return prev.where(cond)
 
 
+def _write_empty(staged: Path, ds: Dataset, token: str) -> str:
+    """An empty Parquet file with the bronze schema (a table whose every day was removed)."""
+    import pyarrow.parquet as pq
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    name = f"empty-{token}.parquet"
+    pq.write_table(to_arrow_schema(bronze_schema(ds), timezone="UTC").empty_table(), staged / name)
+    return name
+
+
+def _day(f: LandedFile) -> str:
+    return f.dt or NO_DT
+
+
 def ingest_bronze(
     session: SparkSession,
     ds: Dataset,
@@ -342,9 +551,9 @@ def ingest_bronze(
         live = table_files(lake, "bronze", ds.name)
         mode = cfg.mode
         if mode != "full":
-            if live is None and (m is None or not m.entries):
+            if live is None and (m is None or not m.shards):
                 mode = "full"  # first ingestion: nothing to keep, nothing ingested
-            elif m is None or m.table_files != live:
+            elif m is None or m.table_digest != files_digest(live):
                 logger.warning(
                     f"bronze/{ds.name}: the manifest does not describe the live table "
                     f"({'no manifest' if m is None else 'table changed outside ingestion'}); "
@@ -352,22 +561,46 @@ def ingest_bronze(
                 )
                 mode = "full"
         listed = store.dataset_files(ds)
-        entries_before = {} if (m is None or mode == "full") else dict(m.entries)
+        before: dict[str, Shard] = {} if (m is None or mode == "full") else m.shards
+        known = {k: e for s in before.values() for k, e in s.entries.items()}
         drop_uris: list[str] = []
+        drop_days: set[str] = set()  # days whose files are dropped (mode days)
+        rewrite_days: set[str] = set()  # days whose kept rows are rewritten into new files
         if mode == "full":
             to_read = listed
         elif mode == "incremental":
-            to_read = [f for f in listed if entries_before.get(f.key, {}).get("etag") != f.etag]
-            drop_uris = [f.uri for f in to_read if f.key in entries_before]
+            to_read = [f for f in listed if known.get(f.key, {}).get("etag") != f.etag]
             if not to_read:
                 logger.info(f"bronze/{ds.name}: no object version that is not ingested yet; nothing to do")
                 return None
+            replaced = [f for f in to_read if f.key in known]
+            drop_uris = [f.uri for f in replaced]
+            rewrite_days = {_day(f) for f in replaced}
         else:  # days
             to_read = [f for f in listed if f.dt in days]
-            entries_before = {k: v for k, v in entries_before.items() if v.get("dt") not in days}
-        entries_after = dict(entries_before)
+            drop_days = set(days)
+        read_days = {_day(f) for f in to_read}
+        # compaction: a day that would exceed the file budget is rewritten into one file
+        limit = max_files_per_day()
+        for d in read_days - drop_days - rewrite_days:
+            if d in before and len(before[d].files) + 1 > limit:
+                rewrite_days.add(d)
+        touched = read_days | drop_days | rewrite_days
+
+        # the new day shards (their `files` are completed once the staged files are known)
+        shards_after: dict[str, Shard] = {}
+        for d in sorted(touched):
+            prev = before.get(d)
+            entries = {} if (prev is None or d in drop_days) else dict(prev.entries)
+            kept = [] if (prev is None or d in drop_days or d in rewrite_days) else list(prev.files)
+            shards_after[d] = Shard(d, entries, kept)
         for f in to_read:
-            entries_after[f.key] = _entry(f, run_id)
+            shards_after[_day(f)].entries[f.key] = _entry(f, run_id)
+        not_linked = {name for d in drop_days | rewrite_days if d in before for name in before[d].files}
+        keep = [] if (mode == "full" or live is None) else [f for f in live if f not in not_linked]
+        rewrite_files = [] if mode == "full" else sorted(
+            name for d in rewrite_days if d in before for name in before[d].files
+        )
 
         store.prefetch(to_read)  # S3: stage the objects in parallel
         read = read_bronze(session, ds, store, run_id, files=to_read)
@@ -378,23 +611,56 @@ def ingest_bronze(
             entries_after[by_uri[uri].key].update(status="rejected", uri=uri, error=error)
         columns = [f.name for f in bronze_schema(ds).fields]
         df = read.df.select(*columns)
-        keep_previous = mode != "full" and live is not None
-        if keep_previous:
-            prev = _keep_previous(lake.read(session, "bronze", ds.name), ds, drop_uris, days)
-            df = prev.select(*columns).unionByName(df)
+        live_root = Path(lake.path("bronze", ds.name))
+        if rewrite_files:
+            prev_df = session.read.parquet(*[str(live_root / f) for f in rewrite_files])
+            df = _keep_previous(prev_df, ds, drop_uris, []).select(*columns).unionByName(df)
+        # one file per day and run: every bronze file holds the rows of one dt
+        out = df.withColumn(PART_COLUMN, F.coalesce(F.col("_dt"), F.lit(NO_DT))).repartition(PART_COLUMN)
 
         m = m or Manifest(dataset=ds.name)
-        m.pending = {"run_id": run_id, "mode": mode, "pre_files": live, "entries": entries_after}
-        manifests.save(m)  # write-ahead
-        stats = lake.publish(df, "bronze", ds.name)
-        m.entries = entries_after
-        m.table_files = table_files(lake, "bronze", ds.name)
+        token = uuid.uuid4().hex[:12]
+        pending_shards: dict[str, dict | None] = {}
+
+        def prepare(staged: Path) -> dict:
+            """Runs inside ``Lake.publish`` after the Spark write, before the exchange."""
+            written = flatten_days(staged, token)
+            new_names = [n for names in written.values() for n in names]
+            linked = sum(_link_or_copy(live_root / name, staged / name) for name in keep)
+            if linked < len(keep):
+                logger.warning(f"bronze/{ds.name}: hard links unsupported here; {len(keep) - linked} files copied")
+            if not new_names and not keep:
+                new_names = [_write_empty(staged, ds, token)]  # an empty table still has a schema
+            for d, names in written.items():
+                shards_after.setdefault(d, Shard(d)).files.extend(names)
+            pending_shards.update(
+                {d: (s.to_obj() if (s.entries or s.files) else None) for d, s in shards_after.items()}
+            )
+            post = sorted(p.name for p in staged.glob("*.parquet"))
+            rows_written, _ = footer_stats([staged / n for n in new_names])
+            m.pending = {
+                "run_id": run_id,
+                "mode": mode,
+                "pre_digest": files_digest(live),
+                "post_digest": files_digest(post),
+                "post_files": len(post),
+                "replace_all": mode == "full",
+                "shards": pending_shards,
+            }
+            manifests.save(m)  # write-ahead, just before the exchange
+            return {"rows_written": rows_written, "files_linked": len(keep), "table_files": len(post)}
+
+        # rows of previous files read again (rewritten days), from their footers
+        rows_reread, _ = footer_stats([live_root / f for f in rewrite_files])
+        stats = lake.publish(out, "bronze", ds.name, partition_by=[PART_COLUMN], prepare=prepare)
+        stats["rows_reread"] = rows_reread
+        manifests.write_shards(pending_shards, replace_all=mode == "full")  # commit: shards, then head
+        _apply_pending(m, m.pending)
         m.pending = None
-        m.revision += 1
-        m.last_run_id = run_id
-        manifests.save(m)  # commit
+        manifests.save(m)
 
         store.release(to_read)  # S3: drop the staged copies
+        entries_after = m.entries
         return IngestOutcome(
             mode=mode,
             requested_mode=cfg.mode,
@@ -402,8 +668,10 @@ def ingest_bronze(
             stats=stats,
             files_read=len(to_read),
             files_replaced=len(drop_uris),
-            rows_kept_from_previous=keep_previous,
+            rows_kept_from_previous=bool(keep or rewrite_files),
             manifest_entries=len(entries_after),
             manifest_digest=version_digest((k, v["etag"]) for k, v in entries_after.items()),
             days=days,
+            days_rewritten=sorted(rewrite_days),
+            manifest_writes=list(manifests.writes),
         )

@@ -40,6 +40,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 from pyspark.sql import DataFrame, SparkSession
 
@@ -89,6 +90,10 @@ class Write:
     layer: str
     table: str
     partition_by: tuple[str, ...] = ()
+    # prepare(staged_dir), when given, runs after the write and before the exchange: it may
+    # rearrange the staged folder (bronze adds hard links to the files it keeps, see
+    # etl_assets/ingest.py); what it returns is added to the stats
+    prepare: Callable[[Path], dict | None] | None = None
 
 
 class Lake:
@@ -207,9 +212,17 @@ class Lake:
     def _txn_dir(self) -> Path:
         return self.root / "_staging" / "_txn"
 
-    def publish(self, df: DataFrame, layer: str, table: str, partition_by: list[str] | None = None) -> dict:
-        """Write ``df`` as the new version of ``<layer>/<table>``; returns file stats."""
-        return self.publish_many([Write(df, layer, table, tuple(partition_by or ()))])[0]
+    def publish(
+        self,
+        df: DataFrame,
+        layer: str,
+        table: str,
+        partition_by: list[str] | None = None,
+        prepare: Callable[[Path], dict | None] | None = None,
+    ) -> dict:
+        """Write ``df`` as the new version of ``<layer>/<table>``; returns file stats (of the files
+        ``df`` was written to, plus what ``prepare`` returns; see ``Write``)."""
+        return self.publish_many([Write(df, layer, table, tuple(partition_by or ()), prepare)])[0]
 
     def publish_many(self, writes: list[Write]) -> list[dict]:
         """Stage every table, then swap them all in (rolled forward after a crash); file stats.
@@ -223,6 +236,7 @@ class Lake:
     def _publish_locked(self, writes: list[Write]) -> list[dict]:
         txn = f"{int(time.time())}-{uuid.uuid4().hex[:12]}"
         staged: list[Path] = []
+        stats: list[dict] = []
         for w in writes:
             parent = self._staging_dir(w.layer, w.table)
             parent.mkdir(parents=True, exist_ok=True)
@@ -232,9 +246,12 @@ class Lake:
             if w.partition_by:
                 writer = writer.partitionBy(*w.partition_by)
             writer.parquet(str(path))
+            st = self._stats(path)
+            if w.prepare is not None:
+                st.update(w.prepare(path) or {})
             (path / MARKER).write_text(txn)
             staged.append(path)
-        stats = [self._stats(p) for p in staged]
+            stats.append(st)
         journal = None
         if len(writes) > 1:
             self._txn_dir.mkdir(parents=True, exist_ok=True)
