@@ -193,6 +193,7 @@ def bronze_asset(ds: Dataset):
                     yield o.to_result(key)
             return
         read, stats = outcome.read, outcome.stats
+        meta_started = time.monotonic()
         rows = platform.lake.read(session, "bronze", ds.name).count()
         for d in read.drift:
             context.log.warning(f"schema drift in {d.describe()}")
@@ -209,11 +210,15 @@ def bronze_asset(ds: Dataset):
         meta.update(outcome.metadata())
         meta["dagster/column_schema"] = column_schema(f"bronze/{ds.name}")
         key = table_key("bronze", ds.name)
+        metadata_s = time.monotonic() - meta_started
+        checks_started = time.monotonic()
         table = platform.lake.read(session, "bronze", ds.name)
         results = [
             lineage_outcome(table),
             checks.volume_outcome(rows, checks.row_count_history(context.instance, key), ds.name),
         ]
+        meta["checks_duration_s"] = round(time.monotonic() - checks_started, 3)
+        meta["metadata_duration_s"] = round(metadata_s, 3)
         yield MaterializeResult(
             metadata=meta,
             data_version=DataVersion(outcome.manifest_digest[:32]),
@@ -265,10 +270,11 @@ def silver_asset(ds: Dataset):
         known = [r[0] for r in fx.select("quote_ccy").distinct().collect()] if fx is not None else []
         classified = classify(bronze, ds, targets, fx, known).persist(StorageLevel.MEMORY_AND_DISK)
         try:
+            # quality gate: every check runs on the cached frames BEFORE anything is published
+            # (the outcome counts feed the conservation and quarantine-rate checks)
+            checks_started = time.monotonic()
             counts = outcome_counts(classified, ds)
             s_df, q_df = silver_frame(classified, ds, pii), quarantine_frame(classified, ds, pii)
-            # quality gate: every check runs on the cached frames BEFORE anything is published
-            checks_started = time.monotonic()
             s_out = validate(s_df, f"silver/{ds.name}") + [
                 checks.conservation_outcome(counts),
                 checks.quarantine_rate_outcome(ds.name, counts),
@@ -284,6 +290,7 @@ def silver_asset(ds: Dataset):
             q_stats = lake.publish(q_df, "quarantine", ds.name)
         finally:
             classified.unpersist()
+        meta_started = time.monotonic()
         conservation = {
             "bronze_rows": counts.bronze_rows,
             "duplicate_row": counts.duplicate_row,
@@ -312,6 +319,7 @@ def silver_asset(ds: Dataset):
         q_meta["dagster/column_schema"] = column_schema(f"quarantine/{ds.name}")
         q_meta["quarantine_rate"] = quarantine_rate
         q_meta.update(column_lineage_metadata(q_df, platform.lake_uri, context.log))
+        s_meta["metadata_duration_s"] = round(time.monotonic() - meta_started, 3)
         yield MaterializeResult(asset_key=silver, metadata=s_meta, check_results=[o.to_result(silver) for o in s_out])
         yield MaterializeResult(
             asset_key=quarantine, metadata=q_meta, check_results=[o.to_result(quarantine) for o in q_out]
