@@ -61,8 +61,9 @@ docs: install
 # docs/benchmarks.md (sample data cached in .state/bench/data). Not part of `make test`.
 BENCH_SCALES ?= 1 10
 BENCH_RUNS ?= 3
+BENCH_ARGS ?=
 bench: install
-	PYTHONPATH=$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} $(BIN)/python -m etl_assets.bench --scales $(BENCH_SCALES) --runs $(BENCH_RUNS) --out docs/benchmarks.md --workdir $(STATE)/bench
+	PYTHONPATH=$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} $(BIN)/python -m etl_assets.bench --scales $(BENCH_SCALES) --runs $(BENCH_RUNS) --out docs/benchmarks.md --workdir $(STATE)/bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(STATE) data spark-warehouse
