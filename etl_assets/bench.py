@@ -182,12 +182,14 @@ def spark_profile(eventlog_dir: Path, windows: dict[str, tuple[float, float]] | 
     for f in files:
         with open(f, errors="replace") as fh:
             for line in fh:
-                if '"Event":"SparkListenerJobStart"' in line:
-                    e = json.loads(line)
+                if "SparkListenerJobStart" not in line and "SparkListenerStageCompleted" not in line:
+                    continue
+                e = json.loads(line)
+                if e.get("Event") == "SparkListenerJobStart":
                     jobs[e["Job ID"]] = e["Submission Time"] / 1000
                     totals["jobs"] += 1
-                elif '"Event":"SparkListenerStageCompleted"' in line:
-                    info = json.loads(line)["Stage Info"]
+                elif e.get("Event") == "SparkListenerStageCompleted":
+                    info = e["Stage Info"]
                     if "Completion Time" not in info:
                         continue
                     totals["stages"] += 1
