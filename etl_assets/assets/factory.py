@@ -19,7 +19,7 @@ from dagster import (
 from pyspark import StorageLevel
 
 from etl_assets import checks
-from etl_assets.checks import QualityGateError, validate
+from etl_assets.checks import QualityGateError, validate_frames
 from etl_assets.registry import DATASETS, Dataset
 from etl_assets.schemas import column_schema
 from etl_assets.storage import LandingError
@@ -294,12 +294,14 @@ def silver_asset(ds: Dataset):
             checks_started = time.monotonic()
             counts = outcome_counts(classified, ds)
             s_df, q_df = silver_frame(classified, ds, pii), quarantine_frame(classified, ds, pii)
-            s_out = validate(s_df, f"silver/{ds.name}") + [
+            # the Pandera and key checks of both frames in one Spark job
+            s_val, q_val = validate_frames([(s_df, f"silver/{ds.name}"), (q_df, f"quarantine/{ds.name}")])
+            s_out = s_val + [
                 checks.conservation_outcome(counts),
                 checks.quarantine_rate_outcome(ds.name, counts),
                 checks.volume_outcome(counts.silver_rows, checks.row_count_history(context.instance, silver), ds.name),
             ]
-            q_out = validate(q_df, f"quarantine/{ds.name}") + [
+            q_out = q_val + [
                 reasons_outcome(q_df, counts),
                 checks.volume_outcome(counts.quarantined, checks.row_count_history(context.instance, quarantine), ds.name),
             ]
