@@ -150,14 +150,35 @@ class Run:
         return self.records / self.wall_s if self.wall_s else 0.0
 
 
-def measure(cmd: list[str], env: dict[str, str], log: Path) -> tuple[float, int, TreeSampler, tuple, tuple]:
+def _kill_tree(pid: int) -> None:
+    try:
+        root = psutil.Process(pid)
+        procs = root.children(recursive=True) + [root]
+    except psutil.Error:
+        return
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(procs, timeout=30)
+
+
+def measure(cmd: list[str], env: dict[str, str], log: Path, timeout_s: float | None = None
+            ) -> tuple[float, int, TreeSampler, tuple, tuple]:
     load_start = os.getloadavg()
     with open(log, "w") as out:
         started = time.monotonic()
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=str(ROOT))
         sampler = TreeSampler(proc.pid)
         sampler.start()
-        rc = proc.wait()
+        try:
+            rc = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill_tree(proc.pid)  # the program and its JVM
+            proc.wait()
+            out.write(f"\nbench: killed after the {timeout_s:.0f}s timeout\n")
+            rc = -9
         wall = time.monotonic() - started
         sampler.stop.set()
         sampler.join()
@@ -215,7 +236,12 @@ def spark_profile(eventlog_dir: Path, windows: dict[str, tuple[float, float]] | 
     return out
 
 
-def run_mode(mode: str, scale: float, landing: Path, workdir: Path, keep: bool = False, profile: bool = False) -> Run:
+class RunFailed(RuntimeError):
+    pass
+
+
+def run_mode(mode: str, scale: float, landing: Path, workdir: Path, keep: bool = False, profile: bool = False,
+             timeout_s: float | None = None) -> Run:
     tmp = Path(tempfile.mkdtemp(prefix=f"{mode}-{_scale_name(scale)}-", dir=workdir / "runs"))
     lake = tmp / "lake"
     log = tmp / "output.log"
@@ -236,13 +262,14 @@ def run_mode(mode: str, scale: float, landing: Path, workdir: Path, keep: bool =
     else:
         cmd = [sys.executable, "-m", "etl_assets.bench", mode, "--landing", str(landing), "--lake", str(lake),
                "--report", str(tmp / "report.json")]
-    wall, rc, s, l0, l1 = measure(cmd, _child_env(extra), log)
+    wall, rc, s, l0, l1 = measure(cmd, _child_env(extra), log, timeout_s)
     mb = 1024 * 1024
     run = Run(mode, scale, round(wall, 2), rc, round(s.peak_driver / mb), round(s.peak_jvm / mb),
               round(s.peak_total / mb), tuple(round(x, 2) for x in l0), tuple(round(x, 2) for x in l1))
     if rc != 0:
         tail = log.read_text(errors="replace").splitlines()[-30:]
-        raise RuntimeError(f"bench {mode} scale={scale:g} failed (rc={rc}), log {log}:\n" + "\n".join(tail))
+        raise RunFailed(f"bench: {mode} scale={scale:g} failed (rc={rc}) after {wall:.0f}s, log {log} (kept):\n"
+                        + "\n".join(tail))
     windows = None
     if mode == "dagster":
         run.detail = dagster_profile(Path(extra["DAGSTER_HOME"]), wall)
@@ -542,6 +569,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", default=str(ROOT / ".state" / "bench"), help="cached data and run folders")
     p.add_argument("--keep", action="store_true", help="keep each run's lake, DAGSTER_HOME and log")
     p.add_argument("--json", help="also write the raw results here")
+    p.add_argument("--timeout", type=float, default=7200, help="seconds after which a run is killed and reported failed")
     p.add_argument("--profile", action="store_true",
                    help="record Spark's event log per run: jobs, stages, bytes, executor time (per Dagster step)")
     a = p.parse_args(argv)
@@ -558,12 +586,18 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[float, dict[str, list[Run]]] = {s: {m: [] for m in a.modes} for s in scales}
     total = len(rounds) * len(a.modes)
     done = 0
+    failures: list[str] = []
     for scale, i in rounds:
         runs = a.runs if scale == smallest else 1
         for m in a.modes:  # interleaved, so a load spike hits every program alike
-            r = run_mode(m, scale, landings[scale], workdir, keep=a.keep, profile=a.profile)
-            results[scale][m].append(r)
             done += 1
+            try:
+                r = run_mode(m, scale, landings[scale], workdir, keep=a.keep, profile=a.profile, timeout_s=a.timeout)
+            except RunFailed as e:  # reported, the other runs go on
+                print(str(e), file=sys.stderr, flush=True)
+                failures.append(str(e).splitlines()[0])
+                continue
+            results[scale][m].append(r)
             print(f"bench: scale={scale:g} {m} run {i}/{runs}: {r.wall_s:.2f}s, {r.records:,} records, "
                   f"peak driver {r.peak_driver_mb} MB, JVM {r.peak_jvm_mb} MB, load {r.load_start[0]}->{r.load_end[0]}"
                   + (f", checks {r.detail['checks_s']}s, metadata {r.detail['metadata_s']}s" if m == "dagster" else ""),
@@ -573,11 +607,18 @@ def main(argv: list[str] | None = None) -> int:
                 part = {s: ms for s, ms in part.items() if ms}
                 summary = summarise(part)
                 note = f"**Partial: {done} of {total} runs finished when this was written.**\n\n"
+                note += "".join(f"- failed: {f}\n" for f in failures) + ("\n" if failures else "")
                 write_doc(Path(a.out), note + render(part, summary, mach, started, bench_line(summary)))
+    results = {s: {k: v for k, v in ms.items() if v} for s, ms in results.items()}
+    results = {s: ms for s, ms in results.items() if ms}
+    if not results:
+        print("bench: no run finished", file=sys.stderr)
+        return 1
     summary = summarise(results)
     line = bench_line(summary)
     if a.out:
-        write_doc(Path(a.out), render(results, summary, mach, started, line))
+        note = "".join(f"- failed: {f}\n" for f in failures) + ("\n" if failures else "")
+        write_doc(Path(a.out), note + render(results, summary, mach, started, line))
     if a.json:
         Path(a.json).write_text(json.dumps({"machine": mach, "summary": {str(k): v for k, v in summary.items()},
                                             "runs": [asdict(r) for modes in results.values() for rs in modes.values() for r in rs]},
