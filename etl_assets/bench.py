@@ -188,11 +188,23 @@ def measure(cmd: list[str], env: dict[str, str], log: Path, timeout_s: float | N
 # ---------------------------------------------------------------------------------------------
 # the three programs
 # ---------------------------------------------------------------------------------------------
+def _open_event_log(path: Path):
+    """A text stream of a Spark event log file, plain or zstd-compressed (Spark 4's default)."""
+    import io
+
+    if path.suffix == ".zstd":
+        import pyarrow as pa
+
+        return io.TextIOWrapper(pa.input_stream(str(path), compression="zstd"), errors="replace")
+    return open(path, errors="replace")
+
+
 def spark_profile(eventlog_dir: Path, windows: dict[str, tuple[float, float]] | None = None) -> dict:
     """Jobs, stages, tasks, bytes and executor time from Spark's event log (one application),
     and, given Dagster step windows, the Spark jobs and executor seconds inside each step.
     Counts and bytes do not depend on the machine's load; seconds do."""
-    files = [f for f in eventlog_dir.iterdir() if f.is_file()] if eventlog_dir.is_dir() else []
+    files = [f for f in eventlog_dir.rglob("*") if f.is_file() and f.name.startswith(("events_", "local-", "app-"))
+             and not f.name.endswith(".crc")] if eventlog_dir.is_dir() else []
     if not files:
         return {}
     jobs: dict[int, float] = {}
@@ -201,7 +213,7 @@ def spark_profile(eventlog_dir: Path, windows: dict[str, tuple[float, float]] | 
     stage_time: list[tuple[float, float]] = []
     mb = 1024 * 1024
     for f in files:
-        with open(f, errors="replace") as fh:
+        with _open_event_log(f) as fh:
             for line in fh:
                 if "SparkListenerJobStart" not in line and "SparkListenerStageCompleted" not in line:
                     continue
