@@ -12,7 +12,7 @@ SCALE ?= 1
 DAYS ?= 7
 SEED ?= 42
 
-.PHONY: install run test test-slow dev sample clean check-java docs browser-deps system-deps rebuild checksums
+.PHONY: install run test test-slow dev sample clean check-java docs browser-deps system-deps rebuild checksums bench
 
 install: $(STAMP) browser-deps system-deps
 
@@ -73,6 +73,14 @@ checksums: install
 # The data dictionary from the registry, the Pandera models and the Spark-plan column lineage.
 docs: install
 	$(BIN)/python -W ignore::RuntimeWarning:runpy -m etl_assets.docs --out docs/data_dictionary.md
+
+# Speed, scale and the cost of orchestration: dagster vs bare Spark vs the I/O floor, written to
+# docs/benchmarks.md (sample data cached in .state/bench/data). Not part of `make test`.
+BENCH_SCALES ?= 1 10
+BENCH_RUNS ?= 3
+BENCH_ARGS ?=
+bench: install
+	PYTHONPATH=$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} $(BIN)/python -m etl_assets.bench --scales $(BENCH_SCALES) --runs $(BENCH_RUNS) --out docs/benchmarks.md --workdir $(STATE)/bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(STATE) data spark-warehouse

@@ -23,6 +23,7 @@ import yaml
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetKey, MetadataValue
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from etl_assets.schemas import PRIMARY_KEYS, TABLE_SCHEMAS
 
@@ -122,33 +123,77 @@ def _structure_problems(df: DataFrame, table: str) -> list[str]:
 
 def validate(df: DataFrame, table: str) -> list[Outcome]:
     """The Pandera schema check and the primary-key check of ``table`` in one pass over ``df``."""
+    return validate_frames([(df, table)])[0]
+
+
+def _validation_aggs(i: int, df: DataFrame, table: str, col, where: Column | None):
+    """Aggregates (aliased ``__v<i>_...``) of the column checks and the key count of one frame."""
     schema = TABLE_SCHEMAS[table].to_schema()
     key = list(PRIMARY_KEYS.get(table, ()))
-    structure = _structure_problems(df, table)
     present = {f.name for f in df.schema.fields}
     conditions: dict[str, Column] = {}
-    for name, col in schema.columns.items():
+    for name, column in schema.columns.items():
         if name not in present:
             continue
-        c = F.col(f"`{name}`")
-        if not col.nullable:
+        c = col(name)
+        if not column.nullable:
             conditions[f"{name} is null"] = c.isNull()
-        for check in col.checks:
+        for check in column.checks:
             conditions[f"{name} {check.name} {check.statistics}"] = _failure_expr(c, check)
-    aggs = [F.count(F.lit(1)).alias("__rows")]
-    aggs += [F.sum(F.coalesce(cond, F.lit(False)).cast("long")).alias(f"__c{i}") for i, cond in enumerate(conditions.values())]
+    inside = (lambda e: F.when(where, e)) if where is not None else (lambda e: e)
+    aggs = [(F.sum(where.cast("long")) if where is not None else F.count(F.lit(1))).alias(f"__v{i}_rows")]
+    aggs += [
+        F.sum(inside(F.coalesce(cond, F.lit(False)).cast("long"))).alias(f"__v{i}_c{j}")
+        for j, cond in enumerate(conditions.values())
+    ]
     if key:
-        aggs.append(F.count_distinct(F.struct(*[F.col(k) for k in key])).alias("__distinct_keys"))
-    row = df.agg(*aggs).collect()[0]
-    rows = row["__rows"]
-    failing = {label: row[f"__c{i}"] or 0 for i, label in enumerate(conditions)}
+        aggs.append(F.count_distinct(inside(F.struct(*[col(k).alias(k) for k in key]))).alias(f"__v{i}_keys"))
+    return conditions, key, aggs
+
+
+def validate_frames(frames: list[tuple[DataFrame, str]]) -> list[list[Outcome]]:
+    """``validate`` of several frames in ONE Spark job (for example the silver and quarantine
+    frames of one cached classification): with more than one frame the job aggregates a union
+    where each frame's rows sit in their own struct column. Samples of failing rows cost a
+    further job only when a check fails."""
+    if len(frames) == 1:
+        df, table = frames[0]
+        plans = [_validation_aggs(0, df, table, lambda n: F.col(f"`{n}`"), None)]
+        source = df
+    else:
+        types = [T.StructType(df.schema.fields) for df, _ in frames]
+        parts = []
+        for i, (df, _) in enumerate(frames):
+            parts.append(df.select(*[
+                (F.struct(*[F.col(f"`{c}`") for c in df.columns]) if j == i else F.lit(None).cast(types[j])).alias(f"__f{j}")
+                for j in range(len(frames))
+            ]))
+        source = parts[0]
+        for part in parts[1:]:
+            source = source.unionByName(part)
+        plans = [
+            _validation_aggs(i, df, table, (lambda n, i=i: F.col(f"__f{i}").getField(n)), F.col(f"__f{i}").isNotNull())
+            for i, (df, table) in enumerate(frames)
+        ]
+    row = source.agg(*[a for _, _, aggs in plans for a in aggs]).collect()[0]
+    return [_outcomes(i, df, table, conditions, key, row) for i, ((df, table), (conditions, key, _)) in enumerate(zip(frames, plans))]
+
+
+def _outcomes(i: int, df: DataFrame, table: str, conditions: dict, key: list, row) -> list[Outcome]:
+    structure = _structure_problems(df, table)
+    rows = row[f"__v{i}_rows"] or 0
+    failing = {label: row[f"__v{i}_c{j}"] or 0 for j, label in enumerate(conditions)}
     failing = {k: v for k, v in failing.items() if v}
+    # the failing conditions again, on the frame itself, for the failing rows and sample keys
+    local = {}
+    if failing:
+        local, _, _ = _validation_aggs(i, df, table, lambda n: F.col(f"`{n}`"), None)
     # Pandera schema: structure + every column check
     failed_rows = 0
     samples: list = []
     if failing and key:
         any_fail = None
-        for label, cond in conditions.items():
+        for label, cond in local.items():
             if label in failing:
                 cnd = F.coalesce(cond, F.lit(False))
                 any_fail = cnd if any_fail is None else (any_fail | cnd)
@@ -170,7 +215,7 @@ def validate(df: DataFrame, table: str) -> list[Outcome]:
         )
     ]
     if key:
-        dupes = rows - row["__distinct_keys"]
+        dupes = rows - row[f"__v{i}_keys"]
         sample = []
         if dupes:
             sample = [

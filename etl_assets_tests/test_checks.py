@@ -68,6 +68,23 @@ def test_primary_key_duplicates_fail(spark):
     assert not o.passed and o.failed_rows == 1 and o.sample_keys == ["o1"] and o.severity == "ERROR"
 
 
+def test_validate_frames_in_one_job_equals_one_validate_per_frame(spark):
+    """Several frames validated in one Spark job give exactly what one validate per frame gives,
+    failures, counts and sample keys included."""
+    good = spark.createDataFrame([fact_row("o1"), fact_row("o2")], FACT_SCHEMA)
+    bad = spark.createDataFrame(
+        [fact_row("o1", quantity=0), fact_row("o2", status="LOST"), fact_row("o3"), fact_row("o3")], FACT_SCHEMA
+    )
+    empty = spark.createDataFrame([], FACT_SCHEMA)
+    together = checks.validate_frames([(good, "gold/fact_orders"), (bad, "gold/fact_orders"), (empty, "gold/fact_orders")])
+    alone = [checks.validate(df, "gold/fact_orders") for df in (good, bad, empty)]
+    assert [[o.__dict__ for o in outs] for outs in together] == [[o.__dict__ for o in outs] for outs in alone]
+    schema, pk = by_name(together[1])[checks.SCHEMA], by_name(together[1])[checks.PRIMARY_KEY]
+    assert not schema.passed and schema.failed_rows == 2 and sorted(schema.sample_keys) == ["o1", "o2"]
+    assert not pk.passed and pk.failed_rows == 1 and pk.sample_keys == ["o3"]
+    assert by_name(together[0])[checks.SCHEMA].passed and by_name(together[2])[checks.SCHEMA].metadata["rows_checked"] == 0
+
+
 def counts(bronze=100, dup=5, q=10, sup=5, silver=80, reasons=None):
     return OutcomeCounts(bronze, dup, q, sup, silver, reasons or {"orphan_customer": q})
 

@@ -138,10 +138,12 @@ def gold_asset(name: str):
             audit.record(context, platform.lake, "gold", name, rows, started_at)  # gold/audit_log
         finally:
             df.unpersist()
+        meta_started = time.monotonic()
         meta = publish_metadata(platform.lake, "gold", name, stats, rows, started)
         meta["checks_duration_s"] = round(checks_s, 3)
         meta["dagster/column_schema"] = column_schema(f"gold/{name}")
         meta.update(column_lineage_metadata(df, platform.lake_uri, context.log))  # from the Spark plan
+        meta["metadata_duration_s"] = round(time.monotonic() - meta_started, 3)
         yield MaterializeResult(metadata=meta, check_results=[o.to_result(key) for o in outcomes])
 
     return _gold
@@ -192,9 +194,11 @@ def _dq_scorecard_step(context, spark: SparkResource, platform: PlatformResource
         df = new
     df = df.persist(StorageLevel.MEMORY_AND_DISK)
     try:
+        checks_started = time.monotonic()
         outcomes = validate(df, "gold/dq_scorecard")
         total = outcomes[0].metadata["rows_checked"]
         outcomes.append(checks.volume_outcome(total, checks.row_count_history(context.instance, key)))
+        checks_s = time.monotonic() - checks_started
         yield from gate([(key, outcomes)])
         stats = platform.lake.publish(df, "gold", "dq_scorecard")
         audit.record(context, platform.lake, "gold", "dq_scorecard", total, started_at)  # gold/audit_log
@@ -202,6 +206,7 @@ def _dq_scorecard_step(context, spark: SparkResource, platform: PlatformResource
         df.unpersist()
     meta = publish_metadata(platform.lake, "gold", "dq_scorecard", stats, total, started)
     meta["rows_appended"] = len(rows)
+    meta["checks_duration_s"] = round(checks_s, 3)
     meta["dagster/column_schema"] = column_schema("gold/dq_scorecard")
     yield MaterializeResult(metadata=meta, check_results=[o.to_result(key) for o in outcomes])
 

@@ -368,6 +368,8 @@ class OutcomeCounts:
     silver_rows: int
     reasons: dict[str, int]
     invalid_json_nulled: int = 0
+    # quarantined rows per distinct ``_reasons`` list (as delivered, not re-sorted)
+    reason_lists: dict[tuple[str, ...], int] | None = None
 
     @property
     def conserved(self) -> bool:
@@ -375,27 +377,34 @@ class OutcomeCounts:
 
 
 def outcome_counts(classified: DataFrame, ds: Dataset) -> OutcomeCounts:
-    """All counts in one aggregation pass over the (cached) classified frame."""
-    aggs = [F.count(F.lit(1)).alias("bronze_rows")]
-    aggs += [F.sum((F.col("_outcome") == o).cast("long")).alias(o) for o in OUTCOMES]
+    """All counts in ONE Spark job over the (cached) classified frame: rows per
+    (``_outcome``, ``_reasons``) -- a few dozen groups -- summed up here."""
+    keys = [F.col("_outcome"), F.col("_reasons")]
     nulled = invalid_json_nulled(ds)
     if nulled is not None:
-        aggs.append(F.sum((nulled & (F.col("_outcome") == "silver")).cast("long")).alias("json_nulled"))
-    row = classified.agg(*aggs).collect()[0]
-    reasons = {
-        r["reason"]: r["n"]
-        for r in classified.where(F.col("_outcome") == "quarantine")
-        .select(F.explode("_reasons").alias("reason"))
-        .groupBy("reason")
-        .agg(F.count(F.lit(1)).alias("n"))
-        .collect()
-    }
+        keys.append(F.coalesce(nulled & (F.col("_outcome") == "silver"), F.lit(False)).alias("_json_nulled"))
+    groups = classified.groupBy(*keys).agg(F.count(F.lit(1)).alias("n")).collect()
+    per_outcome = {o: 0 for o in OUTCOMES}
+    reasons: dict[str, int] = {}
+    lists: dict[tuple[str, ...], int] = {}
+    json_nulled = 0
+    for g in groups:
+        n = g["n"]
+        per_outcome[g["_outcome"]] = per_outcome.get(g["_outcome"], 0) + n
+        if nulled is not None and g["_json_nulled"]:
+            json_nulled += n
+        if g["_outcome"] == "quarantine":
+            rl = tuple(g["_reasons"] or ())
+            lists[rl] = lists.get(rl, 0) + n
+            for r in rl:
+                reasons[r] = reasons.get(r, 0) + n
     return OutcomeCounts(
-        bronze_rows=row["bronze_rows"],
-        duplicate_row=row["duplicate"] or 0,
-        quarantined=row["quarantine"] or 0,
-        superseded=row["superseded"] or 0,
-        silver_rows=row["silver"] or 0,
+        bronze_rows=sum(g["n"] for g in groups),
+        duplicate_row=per_outcome["duplicate"],
+        quarantined=per_outcome["quarantine"],
+        superseded=per_outcome["superseded"],
+        silver_rows=per_outcome["silver"],
         reasons=dict(sorted(reasons.items())),
-        invalid_json_nulled=(row["json_nulled"] or 0) if nulled is not None else 0,
+        invalid_json_nulled=json_nulled,
+        reason_lists=lists,
     )
