@@ -210,6 +210,7 @@ def audit_log_spec():
 
     from dagster import AssetKey, AssetSpec, BetaWarning, CodeReferencesMetadataValue, LocalFileCodeReference
 
+    from etl_assets.assets.gold import OWNER
     from etl_assets.schemas import column_schema
 
     with warnings.catch_warnings():  # code references are a beta API
@@ -227,7 +228,7 @@ def audit_log_spec():
         key=AssetKey([LAYER, TABLE]),
         group_name="gold",
         kinds={"parquet", "pyarrow"},
-        owners=["team:data-platform"],
+        owners=[OWNER],
         tags={"layer": "gold", "pii": "no", "source_system": "platform"},
         description="Write audit, append-only: one row per published table version (bronze, silver, "
         "quarantine, gold) with run id, job, asset, rows, launched_by, code version (git SHA) and UTC "

@@ -132,11 +132,12 @@ def silver_model(ds: Dataset) -> type[pa.DataFrameModel]:
 
 def quarantine_model(ds: Dataset) -> type[pa.DataFrameModel]:
     fields = []
+    malformed = " (null for a malformed line)" if ds.has_pii else ""
     for c in ds.columns:
         if c.pii:
-            fields.append((f"{c.name}_enc", T.StringType(), {"nullable": True, "description": f"Raw {c.name}, AES-GCM encrypted (PII)"}))
+            fields.append((f"{c.name}_enc", T.StringType(), {"nullable": True, "description": f"Raw {c.name}, AES-GCM encrypted (PII){malformed}"}))
         else:
-            fields.append((c.name, T.StringType(), {"nullable": True, "description": f"Raw {c.name} as delivered"}))
+            fields.append((c.name, T.StringType(), {"nullable": True, "description": f"Raw {c.name} as delivered{malformed}"}))
     if ds.has_pii:  # the raw line may hold PII: published encrypted only
         fields.append((CORRUPT_COLUMN + "_enc", T.StringType(), {"nullable": True,
                        "description": "Raw text of a malformed line, AES-GCM encrypted (may hold PII)"}))
