@@ -95,7 +95,7 @@ def _is_jvm(p: psutil.Process) -> bool:
 
 
 class TreeSampler(threading.Thread):
-    """Polls the resident memory of a process tree: peak python (driver) and peak JVM sums."""
+    """Polls the memory of a process tree (PSS, else RSS): peak python (driver) and peak JVM sums."""
 
     def __init__(self, pid: int, interval: float = 0.2):
         super().__init__(daemon=True)
@@ -114,9 +114,13 @@ class TreeSampler(threading.Thread):
         driver = jvm = 0
         for p in procs:
             try:
-                rss = p.memory_info().rss
-            except psutil.Error:
-                continue
+                # PSS: pages shared between processes of the tree (forked children) count once
+                rss = p.memory_full_info().pss
+            except (psutil.Error, AttributeError):
+                try:
+                    rss = p.memory_info().rss
+                except psutil.Error:
+                    continue
             if _is_jvm(p):
                 jvm += rss
             else:
