@@ -239,3 +239,4 @@ def audit_log_spec():
             "dagster/code_references": refs,
         },
     )
+

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dagster import AssetSelection, Definitions, define_asset_job
 
-from etl_assets.assets.factory import BRONZE_ASSETS, RAW_CHECKS, RAW_SPECS, SILVER_ASSETS
+from etl_assets.assets.factory import AUDIT_LOG_CHECK, BRONZE_ASSETS, RAW_CHECKS, RAW_SPECS, SILVER_ASSETS
 from etl_assets.assets.gold import GOLD_ASSETS
 from etl_assets.alerts import ALERT_SENSORS
 from etl_assets.audit import audit_log_spec, code_version
@@ -66,7 +66,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
         assets=with_code_references(
             engine_assets(settings, [*RAW_SPECS, *BRONZE_ASSETS, *SILVER_ASSETS, *GOLD_ASSETS]) + [audit_log_spec()]
         ),
-        asset_checks=RAW_CHECKS,
+        asset_checks=[*RAW_CHECKS, AUDIT_LOG_CHECK],
         jobs=[etl_all, landing_ingest_job, rebuild_from_bronze],
         sensors=[landing_arrival_sensor, lakehouse_automation_sensor, *ALERT_SENSORS],  # alerts: etl_assets/alerts.py
         resources=build_resources(settings),

@@ -404,7 +404,38 @@ def silver_asset(ds: Dataset):
     return _silver
 
 
+def audit_log_check():
+    """The Pandera model of ``gold/audit_log`` (``schemas.AuditLog``) over every appended row, plus
+    ``started_at <= finished_at``: one Spark job."""
+    from pyspark.sql import functions as F
+
+    from etl_assets.schemas import spark_schema
+
+    key = AssetKey([audit.LAYER, audit.TABLE])
+
+    @asset_check(asset=key, name=checks.SCHEMA,
+                 description="Every audit row matches the AuditLog model (types, nulls, asset names, rows >= 0) "
+                 "and started_at <= finished_at")
+    def _audit_log_schema(spark: SparkResource, platform: PlatformResource) -> AssetCheckResult:
+        folder = audit.audit_dir(platform.lake.root)
+        if not folder.is_dir() or not any(p for p in folder.glob("*.parquet") if not p.name.startswith((".", "_"))):
+            return AssetCheckResult(passed=True, description="no audit rows yet", metadata={"rows_checked": 0})
+        df = spark.get_session().read.schema(spark_schema(audit.ASSET)).parquet(str(folder))
+        schema = [o for o in checks.validate(df, audit.ASSET) if o.name == checks.SCHEMA][0]
+        backwards = df.where(F.col("started_at") > F.col("finished_at")).count()
+        result = schema.to_result(key)
+        if backwards:
+            return AssetCheckResult(
+                passed=False, description=f"{backwards} audit rows finish before they start; {schema.description}",
+                metadata={**{k: v for k, v in (result.metadata or {}).items()}, "finished_before_started": backwards},
+            )
+        return result
+
+    return _audit_log_schema
+
+
 RAW_SPECS = [raw_spec(ds) for ds in DATASETS]
 BRONZE_ASSETS = [bronze_asset(ds) for ds in DATASETS]
 SILVER_ASSETS = [silver_asset(ds) for ds in DATASETS]
 RAW_CHECKS = [raw_drift_check(ds) for ds in DATASETS]
+AUDIT_LOG_CHECK = audit_log_check()
