@@ -608,7 +608,8 @@ def ingest_bronze(
         # its error, so it is not read again until a new version (ETag) of it lands
         by_uri = {f.uri: f for f in to_read}
         for uri, error in read.rejected.items():
-            entries_after[by_uri[uri].key].update(status="rejected", uri=uri, error=error)
+            f = by_uri[uri]
+            shards_after[_day(f)].entries[f.key].update(status="rejected", uri=uri, error=error)
         columns = [f.name for f in bronze_schema(ds).fields]
         df = read.df.select(*columns)
         live_root = Path(lake.path("bronze", ds.name))
