@@ -309,6 +309,10 @@ def moto_server():
     server.start()
     try:
         wait_until(lambda: port_open(port), 30, "moto server")
+        # moto keeps its AWS state per process: start every server empty (an earlier test's
+        # secrets and buckets would otherwise still be there)
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/moto-api/reset", method="POST")
+        urllib.request.urlopen(req, timeout=30).close()  # noqa: S310 - loopback only
         yield f"http://127.0.0.1:{port}"
     finally:
         server.stop()
