@@ -227,6 +227,10 @@ def _lock_intervals(home: Path) -> dict[str, list[tuple[float, float, set[str], 
 def test_two_concurrent_runs_never_interleave_writes(world, tmp_path):
     lake, home = tmp_path / "lake", tmp_path / "home"
     env = env_for(world["landing"], lake, home)
+    # the instance exists before the runs, as in a deployment (two processes creating a new
+    # SQLite instance at once race on its schema migration, which is not what this tests)
+    shutil.copy(REPO_ROOT / "etl_assets" / "instance" / "dagster.local.yaml", home / "dagster.yaml")
+    DagsterInstance.from_config(str(home)).dispose()
     procs = [start_run(env, tmp_path / f"run-{i}.log") for i in (1, 2)]  # the same moment
     for i, p in enumerate(procs, 1):
         assert p.wait(timeout=RUN_TIMEOUT) == 0, f"concurrent run {i} failed:\n{tail(tmp_path / f'run-{i}.log', 60)}"
