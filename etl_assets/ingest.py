@@ -85,7 +85,7 @@ from pydantic import Field
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from etl_assets.lake import Lake, LakeLockTimeout
+from etl_assets.lake import Lake, LakeLockTimeout, write_durably
 from etl_assets.registry import Dataset
 from etl_assets.storage import LandedFile, LandingStore
 from etl_assets.transforms.bronze import BronzeRead, bronze_schema, read_bronze
@@ -280,16 +280,7 @@ class ManifestStore:
             return None
 
     def _write(self, path: Path, text: str) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-        data = text.encode("utf-8")
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-        self.writes.append(len(data))
+        self.writes.append(write_durably(path, text))
 
     def save(self, m: Manifest) -> None:
         """Write the head (constant size plus ``pending``)."""
@@ -335,14 +326,6 @@ class ManifestStore:
             yield
         finally:
             os.close(fd)  # closing the descriptor releases the flock
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _apply_pending(m: Manifest, p: dict) -> None:

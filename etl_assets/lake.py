@@ -74,14 +74,19 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_durably(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
-    with open(tmp, "w") as fh:
-        fh.write(text)
+def write_durably(path: Path, text: str) -> int:
+    """Replace ``path`` atomically and durably (temp file, fsync, rename, fsync of the folder);
+    returns the bytes written. Readers see the old or the new content, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    data = text.encode("utf-8")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
     _fsync_dir(path.parent)
+    return len(data)
 
 
 @dataclass(frozen=True)
@@ -256,7 +261,7 @@ class Lake:
         if len(writes) > 1:
             self._txn_dir.mkdir(parents=True, exist_ok=True)
             journal = self._txn_dir / f"{txn}.json"
-            _write_durably(journal, json.dumps(
+            write_durably(journal, json.dumps(
                 {"txn": txn, "tables": [[w.layer, w.table, str(p)] for w, p in zip(writes, staged)]}))
         for w, path in zip(writes, staged):
             self._swap_in(path, self.root / w.layer / w.table)
