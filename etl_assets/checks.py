@@ -1,10 +1,13 @@
 """Data quality: one-pass validation of a frame against its Pandera model, plus the platform's
 other checks (primary key, conservation, quarantine rate, referential integrity, volume, drift).
 
-``validate`` turns every check of a table's Pandera model (nullability, ``isin``, ``ge``,
-``str_matches``, ...) and its primary-key uniqueness into Spark column expressions and evaluates
-them all in ONE aggregation over the frame, before the frame is published. Sample failing keys
-are fetched only for checks that fail. Column presence and types are compared with the frame's
+Every check of a table's Pandera model (nullability, ``isin``, ``ge``, ``str_matches``, ...) and
+its primary-key uniqueness become Spark column expressions. ``PublishCheck`` evaluates them while
+the frame is written to the lake's staging area (a Spark ``Observation`` on the write, then the
+key on the staged files' key columns), so validating a table costs no extra pass over it; the
+staged version is swapped in only if the gate passes. ``validate`` evaluates the same checks in
+one aggregation over a frame (a table that is already published). Sample failing keys are
+fetched only for checks that fail. Column presence and types are compared with the frame's
 schema without running a job.
 
 Each result becomes a Dagster ``AssetCheckResult`` (``to_result``). Severity ERROR results are
@@ -122,12 +125,15 @@ def _structure_problems(df: DataFrame, table: str) -> list[str]:
 
 
 def validate(df: DataFrame, table: str) -> list[Outcome]:
-    """The Pandera schema check and the primary-key check of ``table`` in one pass over ``df``."""
-    return validate_frames([(df, table)])[0]
+    """The Pandera schema check and the primary-key check of ``table`` in one Spark job over
+    ``df`` (a table that is already published, for example ``gold/audit_log``)."""
+    conditions, key, aggs = _validation_aggs(df, table)
+    row = df.agg(*aggs).collect()[0].asDict()
+    return _outcomes(df, table, conditions, key, row)
 
 
-def _validation_aggs(i: int, df: DataFrame, table: str, col, where: Column | None):
-    """Aggregates (aliased ``__v<i>_...``) of the column checks and the key count of one frame."""
+def _validation_aggs(df: DataFrame, table: str, distinct_keys: bool = True):
+    """Aggregates (aliased ``__rows``, ``__c<j>``, ``__keys``) of the column checks and the key count."""
     schema = TABLE_SCHEMAS[table].to_schema()
     key = list(PRIMARY_KEYS.get(table, ()))
     present = {f.name for f in df.schema.fields}
@@ -135,65 +141,64 @@ def _validation_aggs(i: int, df: DataFrame, table: str, col, where: Column | Non
     for name, column in schema.columns.items():
         if name not in present:
             continue
-        c = col(name)
+        c = F.col(f"`{name}`")
         if not column.nullable:
             conditions[f"{name} is null"] = c.isNull()
         for check in column.checks:
             conditions[f"{name} {check.name} {check.statistics}"] = _failure_expr(c, check)
-    inside = (lambda e: F.when(where, e)) if where is not None else (lambda e: e)
-    aggs = [(F.sum(where.cast("long")) if where is not None else F.count(F.lit(1))).alias(f"__v{i}_rows")]
-    aggs += [
-        F.sum(inside(F.coalesce(cond, F.lit(False)).cast("long"))).alias(f"__v{i}_c{j}")
-        for j, cond in enumerate(conditions.values())
-    ]
-    if key:
-        aggs.append(F.count_distinct(inside(F.struct(*[col(k).alias(k) for k in key]))).alias(f"__v{i}_keys"))
+    aggs = [F.count(F.lit(1)).alias("__rows")]
+    aggs += [F.sum(F.coalesce(cond, F.lit(False)).cast("long")).alias(f"__c{j}")
+             for j, cond in enumerate(conditions.values())]
+    if key and distinct_keys:
+        aggs.append(F.count_distinct(F.struct(*[F.col(f"`{k}`") for k in key])).alias("__keys"))
     return conditions, key, aggs
 
 
-def validate_frames(frames: list[tuple[DataFrame, str]]) -> list[list[Outcome]]:
-    """``validate`` of several frames in ONE Spark job (for example the silver and quarantine
-    frames of one cached classification): with more than one frame the job aggregates a union
-    where each frame's rows sit in their own struct column. Samples of failing rows cost a
-    further job only when a check fails."""
-    if len(frames) == 1:
-        df, table = frames[0]
-        plans = [_validation_aggs(0, df, table, lambda n: F.col(f"`{n}`"), None)]
-        source = df
-    else:
-        types = [T.StructType(df.schema.fields) for df, _ in frames]
-        parts = []
-        for i, (df, _) in enumerate(frames):
-            parts.append(df.select(*[
-                (F.struct(*[F.col(f"`{c}`") for c in df.columns]) if j == i else F.lit(None).cast(types[j])).alias(f"__f{j}")
-                for j in range(len(frames))
-            ]))
-        source = parts[0]
-        for part in parts[1:]:
-            source = source.unionByName(part)
-        plans = [
-            _validation_aggs(i, df, table, (lambda n, i=i: F.col(f"__f{i}").getField(n)), F.col(f"__f{i}").isNotNull())
-            for i, (df, table) in enumerate(frames)
-        ]
-    row = source.agg(*[a for _, _, aggs in plans for a in aggs]).collect()[0]
-    return [_outcomes(i, df, table, conditions, key, row) for i, ((df, table), (conditions, key, _)) in enumerate(zip(frames, plans))]
+class PublishCheck:
+    """``validate`` computed while the frame is written, instead of in a job of its own.
+
+    ``df`` is the frame to write: ``df`` with a Spark ``Observation`` of the model's column checks
+    attached, so the (staging) write computes them as it goes (``Lake.transaction``). ``outcomes``
+    then reads the observed counts and checks the primary key on the staged Parquet files (key
+    columns only), so nothing recomputes the frame. Sample failing keys are fetched only when a
+    check fails. The quality gate runs on these outcomes before the staged tables are swapped in.
+    """
+
+    def __init__(self, df: DataFrame, table: str):
+        from pyspark.sql import Observation
+
+        self.table, self.frame = table, df
+        self.conditions, self.key, aggs = _validation_aggs(df, table, distinct_keys=False)
+        self.observation = Observation(f"validate {table} {id(self):x}")
+        self.df = df.observe(self.observation, *aggs)
+
+    def outcomes(self, staged: Path) -> list[Outcome]:
+        """The outcomes once ``df`` has been written to ``staged`` (a non-partitioned Parquet folder)."""
+        row = dict(self.observation.get)
+        if self.key:
+            spark = self.frame.sparkSession
+            fields = {f.name: f for f in self.frame.schema.fields}
+            schema = T.StructType([fields[k] for k in self.key if k in fields])
+            if len(schema.fields) == len(self.key):
+                groups = spark.read.schema(schema).parquet(str(staged)).groupBy(*[F.col(f"`{k}`") for k in self.key])
+                distinct = groups.count().agg(F.count(F.lit(1)).alias("n")).collect()[0]["n"]
+            else:
+                distinct = row["__rows"]  # a key column is missing: the structure check fails
+            row["__keys"] = distinct
+        return _outcomes(self.frame, self.table, self.conditions, self.key, row)
 
 
-def _outcomes(i: int, df: DataFrame, table: str, conditions: dict, key: list, row) -> list[Outcome]:
+def _outcomes(df: DataFrame, table: str, conditions: dict, key: list, row: dict) -> list[Outcome]:
     structure = _structure_problems(df, table)
-    rows = row[f"__v{i}_rows"] or 0
-    failing = {label: row[f"__v{i}_c{j}"] or 0 for j, label in enumerate(conditions)}
+    rows = row["__rows"] or 0
+    failing = {label: row[f"__c{j}"] or 0 for j, label in enumerate(conditions)}
     failing = {k: v for k, v in failing.items() if v}
-    # the failing conditions again, on the frame itself, for the failing rows and sample keys
-    local = {}
-    if failing:
-        local, _, _ = _validation_aggs(i, df, table, lambda n: F.col(f"`{n}`"), None)
     # Pandera schema: structure + every column check
     failed_rows = 0
     samples: list = []
-    if failing and key:
+    if failing and key:  # the failing conditions again, on the frame, for the failing rows and sample keys
         any_fail = None
-        for label, cond in local.items():
+        for label, cond in conditions.items():
             if label in failing:
                 cnd = F.coalesce(cond, F.lit(False))
                 any_fail = cnd if any_fail is None else (any_fail | cnd)
@@ -215,7 +220,7 @@ def _outcomes(i: int, df: DataFrame, table: str, conditions: dict, key: list, ro
         )
     ]
     if key:
-        dupes = rows - row[f"__v{i}_keys"]
+        dupes = rows - row["__keys"]
         sample = []
         if dupes:
             sample = [

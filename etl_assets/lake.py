@@ -6,6 +6,10 @@ call, so a reader listing ``<lake>/<layer>/<table>/`` sees the previous complete
 new complete version, never a mix, and a run killed at any moment leaves the previous version in
 place. Left-over staging folders of killed runs are removed by the next publish of the table.
 
+**Staged, checked, then published** (``Lake.transaction``): the staged version exists before
+anyone can read it, so the quality gate runs on it (``checks.PublishCheck``); the block swaps the
+tables in only if it ends without an exception, and removes the staged folders otherwise.
+
 **Tables published together** (``publish_many``: a dataset's silver and quarantine, whose row
 counts must add up with bronze's) are all staged first; then a journal naming the staged folders
 is written (``_staging/_txn/<id>.json``, fsynced) before the exchanges and removed after them. A
@@ -99,6 +103,15 @@ class Write:
     # rearrange the staged folder (bronze adds hard links to the files it keeps, see
     # etl_assets/ingest.py); what it returns is added to the stats
     prepare: Callable[[Path], dict | None] | None = None
+
+
+@dataclass
+class Staged:
+    """The staged folders of one ``Lake.transaction`` (in the order of its writes) and their file stats."""
+
+    txn: str
+    paths: list[Path]
+    stats: list[dict]
 
 
 class Lake:
@@ -230,23 +243,39 @@ class Lake:
         return self.publish_many([Write(df, layer, table, tuple(partition_by or ()), prepare)])[0]
 
     def publish_many(self, writes: list[Write]) -> list[dict]:
-        """Stage every table, then swap them all in (rolled forward after a crash); file stats.
+        """Stage every table, then swap them all in (rolled forward after a crash); file stats."""
+        with self.transaction(writes) as staged:
+            pass
+        return staged.stats
+
+    @contextlib.contextmanager
+    def transaction(self, writes: list[Write]):
+        """Stage every table on entry and yield the ``Staged`` folders (not visible to readers);
+        swap them all in when the block ends without an exception, and remove them when it raises
+        (a failed quality gate: nothing is published, readers keep the previous version).
 
         Takes the tables' exclusive locks unless this process holds them already (``step_lock``)."""
         tables = [(w.layer, w.table) for w in writes]
         with self.step_lock(writes=tables):
             self._recover_locked(set(tables))
-            return self._publish_locked(writes)
+            staged = Staged(f"{int(time.time())}-{uuid.uuid4().hex[:12]}", [], [])
+            try:
+                self._stage(writes, staged)
+                yield staged
+            except BaseException:
+                for path in staged.paths:
+                    shutil.rmtree(path, ignore_errors=True)
+                raise
+            self._commit(writes, staged)
 
-    def _publish_locked(self, writes: list[Write]) -> list[dict]:
-        txn = f"{int(time.time())}-{uuid.uuid4().hex[:12]}"
-        staged: list[Path] = []
-        stats: list[dict] = []
+    def _stage(self, writes: list[Write], staged: Staged) -> None:
+        txn = staged.txn
         for w in writes:
             parent = self._staging_dir(w.layer, w.table)
             parent.mkdir(parents=True, exist_ok=True)
             self._clean_leftovers(parent)
             path = parent / txn
+            staged.paths.append(path)  # removed if this write fails
             writer = w.df.write.mode("overwrite").option("compression", "snappy")
             if w.partition_by:
                 writer = writer.partitionBy(*w.partition_by)
@@ -255,19 +284,20 @@ class Lake:
             if w.prepare is not None:
                 st.update(w.prepare(path) or {})
             (path / MARKER).write_text(txn)
-            staged.append(path)
-            stats.append(st)
+            staged.stats.append(st)
+
+    def _commit(self, writes: list[Write], staged: Staged) -> None:
+        txn = staged.txn
         journal = None
         if len(writes) > 1:
             self._txn_dir.mkdir(parents=True, exist_ok=True)
             journal = self._txn_dir / f"{txn}.json"
             write_durably(journal, json.dumps(
-                {"txn": txn, "tables": [[w.layer, w.table, str(p)] for w, p in zip(writes, staged)]}))
-        for w, path in zip(writes, staged):
+                {"txn": txn, "tables": [[w.layer, w.table, str(p)] for w, p in zip(writes, staged.paths)]}))
+        for w, path in zip(writes, staged.paths):
             self._swap_in(path, self.root / w.layer / w.table)
         if journal is not None:
             journal.unlink()
-        return stats
 
     @staticmethod
     def _swap_in(staged: Path, live: Path) -> None:

@@ -13,6 +13,7 @@ from dagster import AssetCheckSeverity, AssetKey, DagsterInstance, materialize
 
 from etl_assets import checks
 from etl_assets.definitions import build_definitions
+from etl_assets.lake import Lake, Write
 from etl_assets.registry import dataset
 from etl_assets.sample_data import generate
 from etl_assets.settings import Settings
@@ -68,21 +69,27 @@ def test_primary_key_duplicates_fail(spark):
     assert not o.passed and o.failed_rows == 1 and o.sample_keys == ["o1"] and o.severity == "ERROR"
 
 
-def test_validate_frames_in_one_job_equals_one_validate_per_frame(spark):
-    """Several frames validated in one Spark job give exactly what one validate per frame gives,
-    failures, counts and sample keys included."""
+def test_checks_computed_while_staging_equal_validate(spark, tmp_path):
+    """PublishCheck (the Pandera checks observed during the staging write, the key checked on the
+    staged files) gives exactly what validate gives, failures, counts and sample keys included."""
     good = spark.createDataFrame([fact_row("o1"), fact_row("o2")], FACT_SCHEMA)
     bad = spark.createDataFrame(
         [fact_row("o1", quantity=0), fact_row("o2", status="LOST"), fact_row("o3"), fact_row("o3")], FACT_SCHEMA
     )
     empty = spark.createDataFrame([], FACT_SCHEMA)
-    together = checks.validate_frames([(good, "gold/fact_orders"), (bad, "gold/fact_orders"), (empty, "gold/fact_orders")])
+    lake = Lake(str(tmp_path))
+    staged_outcomes = []
+    for i, df in enumerate((good, bad, empty)):
+        check = checks.PublishCheck(df, "gold/fact_orders")
+        with lake.transaction([Write(check.df, "gold", f"t{i}")]) as staged:
+            staged_outcomes.append(check.outcomes(staged.paths[0]))
     alone = [checks.validate(df, "gold/fact_orders") for df in (good, bad, empty)]
-    assert [[o.__dict__ for o in outs] for outs in together] == [[o.__dict__ for o in outs] for outs in alone]
-    schema, pk = by_name(together[1])[checks.SCHEMA], by_name(together[1])[checks.PRIMARY_KEY]
+    assert [[o.__dict__ for o in outs] for outs in staged_outcomes] == [[o.__dict__ for o in outs] for outs in alone]
+    schema, pk = by_name(staged_outcomes[1])[checks.SCHEMA], by_name(staged_outcomes[1])[checks.PRIMARY_KEY]
     assert not schema.passed and schema.failed_rows == 2 and sorted(schema.sample_keys) == ["o1", "o2"]
     assert not pk.passed and pk.failed_rows == 1 and pk.sample_keys == ["o3"]
-    assert by_name(together[0])[checks.SCHEMA].passed and by_name(together[2])[checks.SCHEMA].metadata["rows_checked"] == 0
+    assert by_name(staged_outcomes[0])[checks.SCHEMA].passed
+    assert by_name(staged_outcomes[2])[checks.SCHEMA].metadata["rows_checked"] == 0
 
 
 def counts(bronze=100, dup=5, q=10, sup=5, silver=80, reasons=None):
@@ -202,6 +209,9 @@ def test_gate_keeps_previous_version_and_skips_downstream(tmp_path, monkeypatch,
     )
     assert not second.success
     assert _digest(lake / "silver" / "customers") == before  # byte for byte
+    # the blocked version was staged (the checks run on the staging write) and then removed
+    assert not [p for p in (lake / "_staging" / "silver" / "customers").iterdir()]
+    assert not [p for p in (lake / "_staging" / "quarantine" / "customers").iterdir()]
     evaluations = {
         (e.asset_check_evaluation_data.asset_key.to_user_string(), e.asset_check_evaluation_data.check_name):
             e.asset_check_evaluation_data

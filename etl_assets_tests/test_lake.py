@@ -77,6 +77,24 @@ def test_leftover_staging_of_a_killed_publish_is_removed(spark, tmp_path):
     assert {r["version"] for r in rows(lake, "gold", "g")} == {2}
 
 
+def test_a_transaction_that_raises_publishes_nothing_and_leaves_no_staging(spark, tmp_path):
+    """What a failed quality gate does: the tables were staged, the block raises, nothing is
+    swapped in and the staged folders are gone; the next transaction publishes normally."""
+    lake = Lake(str(tmp_path))
+    lake.publish_many([Write(frame(spark, 1, 3), "silver", "t"), Write(frame(spark, 1, 2), "quarantine", "t")])
+    with pytest.raises(RuntimeError, match="gate"):
+        with lake.transaction([Write(frame(spark, 2, 4), "silver", "t"), Write(frame(spark, 2, 1), "quarantine", "t")]) as staged:
+            assert all((p / MARKER).exists() for p in staged.paths) and len(staged.stats) == 2
+            assert {r["version"] for r in rows(lake, "silver", "t")} == {1}  # staged, not visible
+            raise RuntimeError("quality gate blocked publishing")
+    assert {r["version"] for r in rows(lake, "silver", "t")} == {1} and len(rows(lake, "silver", "t")) == 3
+    assert {r["version"] for r in rows(lake, "quarantine", "t")} == {1}
+    assert not [p for p in (tmp_path / "_staging").rglob("*") if p.is_file()]
+    with lake.transaction([Write(frame(spark, 3, 1), "silver", "t"), Write(frame(spark, 3, 1), "quarantine", "t")]):
+        pass
+    assert {r["version"] for r in rows(lake, "silver", "t")} == {3} == {r["version"] for r in rows(lake, "quarantine", "t")}
+
+
 HOLDER = textwrap.dedent(
     """
     import sys, time

@@ -24,7 +24,7 @@ from dagster import (
 from pyspark import StorageLevel
 
 from etl_assets import audit, checks
-from etl_assets.checks import QualityGateError, validate_frames
+from etl_assets.checks import PublishCheck, QualityGateError
 from etl_assets.registry import DATASETS, Dataset
 from etl_assets.schemas import column_schema
 from etl_assets.storage import LandingError
@@ -345,23 +345,24 @@ def silver_asset(ds: Dataset):
             # would otherwise do) and every count, so it is not timed as checks
             counts = outcome_counts(classified, ds)
             s_df, q_df = silver_frame(classified, ds, pii), quarantine_frame(classified, ds, pii)
-            # quality gate: every check runs on the cached frames BEFORE anything is published
-            checks_started = time.monotonic()
-            # the Pandera and key checks of both frames in one Spark job
-            s_val, q_val = validate_frames([(s_df, f"silver/{ds.name}"), (q_df, f"quarantine/{ds.name}")])
-            s_out = s_val + [
-                checks.conservation_outcome(counts),
-                checks.quarantine_rate_outcome(ds.name, counts),
-                checks.volume_outcome(counts.silver_rows, checks.row_count_history(context.instance, silver), ds.name),
-            ]
-            q_out = q_val + [
-                reasons_outcome(q_df, counts),
-                checks.volume_outcome(counts.quarantined, checks.row_count_history(context.instance, quarantine), ds.name),
-            ]
-            checks_s = time.monotonic() - checks_started
-            yield from gate([(silver, s_out), (quarantine, q_out)])
+            # the Pandera checks of both frames are computed while they are staged, and the gate
+            # runs on them before the two tables are swapped in (checks.PublishCheck)
+            s_check, q_check = PublishCheck(s_df, f"silver/{ds.name}"), PublishCheck(q_df, f"quarantine/{ds.name}")
             # one transaction: silver and quarantine always come from the same run (conservation)
-            s_stats, q_stats = lake.publish_many([Write(s_df, "silver", ds.name), Write(q_df, "quarantine", ds.name)])
+            with lake.transaction([Write(s_check.df, "silver", ds.name), Write(q_check.df, "quarantine", ds.name)]) as staged:
+                checks_started = time.monotonic()
+                s_out = s_check.outcomes(staged.paths[0]) + [
+                    checks.conservation_outcome(counts),
+                    checks.quarantine_rate_outcome(ds.name, counts),
+                    checks.volume_outcome(counts.silver_rows, checks.row_count_history(context.instance, silver), ds.name),
+                ]
+                q_out = q_check.outcomes(staged.paths[1]) + [
+                    reasons_outcome(q_df, counts),
+                    checks.volume_outcome(counts.quarantined, checks.row_count_history(context.instance, quarantine), ds.name),
+                ]
+                checks_s = time.monotonic() - checks_started
+                yield from gate([(silver, s_out), (quarantine, q_out)])  # raises: nothing is published
+            s_stats, q_stats = staged.stats
             audit.record(context, lake, "silver", ds.name, counts.silver_rows, started_at)  # gold/audit_log
             audit.record(context, lake, "quarantine", ds.name, counts.quarantined, started_at)
         finally:

@@ -11,7 +11,8 @@ from pyspark.sql import functions as F
 
 from etl_assets import audit, checks
 from etl_assets.assets.factory import RETRY_POLICY, gate, publish_metadata, step_guard, table_key
-from etl_assets.checks import validate
+from etl_assets.checks import PublishCheck
+from etl_assets.lake import Write
 from etl_assets.registry import DATASETS
 from etl_assets.schemas import column_schema, spark_schema
 from etl_assets.resources import PlatformResource, SparkResource
@@ -118,26 +119,29 @@ def gold_asset(name: str):
         inputs = {f"{layer}/{t}": platform.lake.read(session, layer, t) for layer, t in GOLD_DEPS[name]}
         df = BUILDERS[name](inputs).persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            # quality gate: validate the frame before it is published
-            checks_started = time.monotonic()
-            outcomes = validate(df, f"gold/{name}")
-            refs = []
-            for child_cols, (layer, parent), parent_cols in REFERENCES.get(name, []):
-                label = f"{name}.{', '.join(child_cols)} -> {layer}/{parent}"
-                parent_df = platform.lake.read(session, layer, parent).select(
-                    *[F.col(p).alias(c) for p, c in zip(parent_cols, child_cols)]
-                )
-                refs.append(checks.referential_outcome(df, parent_df, list(child_cols), label))
-            if refs:
-                outcomes.append(checks.combine(checks.REFERENTIAL, refs))
-            rows = sum(o.metadata.get("rows_checked", 0) for o in outcomes if o.name == checks.SCHEMA)
-            outcomes.append(checks.volume_outcome(rows, checks.row_count_history(context.instance, key)))
-            checks_s = time.monotonic() - checks_started
-            yield from gate([(key, outcomes)])
-            stats = platform.lake.publish(df, "gold", name)
-            audit.record(context, platform.lake, "gold", name, rows, started_at)  # gold/audit_log
+            check = PublishCheck(df, f"gold/{name}")
+            # quality gate: the frame is staged (computing the Pandera checks as it is written) and
+            # validated before it is swapped in
+            with platform.lake.transaction([Write(check.df, "gold", name)]) as staged:
+                checks_started = time.monotonic()
+                outcomes = check.outcomes(staged.paths[0])
+                refs = []
+                for child_cols, (layer, parent), parent_cols in REFERENCES.get(name, []):
+                    label = f"{name}.{', '.join(child_cols)} -> {layer}/{parent}"
+                    parent_df = platform.lake.read(session, layer, parent).select(
+                        *[F.col(p).alias(c) for p, c in zip(parent_cols, child_cols)]
+                    )
+                    refs.append(checks.referential_outcome(df, parent_df, list(child_cols), label))
+                if refs:
+                    outcomes.append(checks.combine(checks.REFERENTIAL, refs))
+                rows = sum(o.metadata.get("rows_checked", 0) for o in outcomes if o.name == checks.SCHEMA)
+                outcomes.append(checks.volume_outcome(rows, checks.row_count_history(context.instance, key)))
+                checks_s = time.monotonic() - checks_started
+                yield from gate([(key, outcomes)])  # raises: nothing is published
         finally:
             df.unpersist()
+        stats = staged.stats[0]
+        audit.record(context, platform.lake, "gold", name, rows, started_at)  # gold/audit_log
         meta_started = time.monotonic()
         meta = publish_metadata(platform.lake, "gold", name, stats, rows, started)
         meta["checks_duration_s"] = round(checks_s, 3)
@@ -192,18 +196,16 @@ def _dq_scorecard_step(context, spark: SparkResource, platform: PlatformResource
         df = previous.unionByName(new)
     else:
         df = new
-    df = df.persist(StorageLevel.MEMORY_AND_DISK)
-    try:
+    check = PublishCheck(df, "gold/dq_scorecard")
+    with platform.lake.transaction([Write(check.df, "gold", "dq_scorecard")]) as staged:
         checks_started = time.monotonic()
-        outcomes = validate(df, "gold/dq_scorecard")
+        outcomes = check.outcomes(staged.paths[0])
         total = outcomes[0].metadata["rows_checked"]
         outcomes.append(checks.volume_outcome(total, checks.row_count_history(context.instance, key)))
         checks_s = time.monotonic() - checks_started
-        yield from gate([(key, outcomes)])
-        stats = platform.lake.publish(df, "gold", "dq_scorecard")
-        audit.record(context, platform.lake, "gold", "dq_scorecard", total, started_at)  # gold/audit_log
-    finally:
-        df.unpersist()
+        yield from gate([(key, outcomes)])  # raises: nothing is published
+    stats = staged.stats[0]
+    audit.record(context, platform.lake, "gold", "dq_scorecard", total, started_at)  # gold/audit_log
     meta = publish_metadata(platform.lake, "gold", "dq_scorecard", stats, total, started)
     meta["rows_appended"] = len(rows)
     meta["checks_duration_s"] = round(checks_s, 3)
