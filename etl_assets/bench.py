@@ -504,13 +504,39 @@ def bench_line(summary: dict) -> str:
     )
 
 
+def targets(summary: dict) -> list[str]:
+    """The issue's targets, each with the measured figure and met / not met (n/a: not measured)."""
+    scales = sorted(summary)
+    one, ten = summary.get(1.0, {}), summary.get(10.0, {})
+    rows = [("dagster/bare at scale 1", one.get("dagster_over_bare"), 1.3, ""),
+            ("dagster/bare at scale 10", ten.get("dagster_over_bare"), 1.15, "")]
+    if one.get("dagster") and ten.get("dagster"):
+        rows.append(("scale10/scale1 (dagster)", round(ten["dagster"]["wall_s"] / one["dagster"]["wall_s"], 2), 6, ""))
+    else:
+        rows.append(("scale10/scale1 (dagster)", None, 6, ""))
+    big = summary[scales[-1]] if scales else {}
+    peak = big.get("dagster", {}).get("peak_total_mb")
+    rows.append((f"peak memory at scale {scales[-1]:g} (GB, dagster: driver + JVM)" if scales else "peak memory (GB)",
+                 round(peak / 1024, 2) if peak is not None else None, 6, ""))
+    for scale in scales:
+        s = summary[scale]
+        if s.get("checks_share") is not None:
+            share = round((s["checks_share"] + (s.get("metadata_share") or 0)) * 100, 1)
+            rows.append((f"checks + metadata share at scale {scale:g} (%)", share, 20, ""))
+    out = ["| target | measured | limit | met |", "| --- | --- | --- | --- |"]
+    for name, value, limit, _ in rows:
+        met = "n/a" if value is None else ("yes" if value <= limit else "**no**")
+        out.append(f"| {name} | {_fmt(value)} | <= {limit:g} | {met} |")
+    return out
+
+
 def render(results: dict, summary: dict, mach: dict, started: str, line: str) -> str:
     L = []
     L.append("## Latest run (`make bench`)\n")
     L.append(f"Started {started}. Machine: {mach['cores']} cores, {mach['memory_gb']} GB, {mach['cpu']}, "
              f"{mach['os']}; {mach['java']}; Python {mach['python']}, Spark {mach['spark']}, "
-             f"Dagster {mach['dagster']}. The machine is shared with other Spark jobs: the load average "
-             "(1/5/15 min) at the start and end of every run is listed below, read the figures with it.\n")
+             f"Dagster {mach['dagster']}. The load average (1/5/15 min) at the start and end of every run "
+             "is listed below: on a shared machine, read the figures with it.\n")
     L.append("| scale | program | runs | wall s (median) | records | records/s | peak driver MB | peak JVM MB | peak total MB |")
     L.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for scale, s in summary.items():
@@ -532,6 +558,8 @@ def render(results: dict, summary: dict, mach: dict, started: str, line: str) ->
         L.append(f"\nscale{b:g}/scale{a:g} for dagster: "
                  f"{summary[b]['dagster']['wall_s'] / summary[a]['dagster']['wall_s']:.2f} "
                  f"(data x{b / a:g}).")
+    L.append("")
+    L += targets(summary)
     L.append("\nEvery run (wall s; load average 1/5/15 min at start -> end; details):\n")
     L.append("| scale | program | wall s | load at start | load at end | details |")
     L.append("| --- | --- | --- | --- | --- | --- |")

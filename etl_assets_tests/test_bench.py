@@ -4,7 +4,7 @@ generated section of docs/benchmarks.md, and the Spark event-log profile parser.
 import json
 import re
 
-from etl_assets.bench import Run, bench_line, render, spark_profile, summarise, write_doc
+from etl_assets.bench import Run, bench_line, render, spark_profile, summarise, targets, write_doc
 
 LINE_RE = re.compile(
     r"^bench: scale=1 dagster_s=\d+\.\d\d bare_s=\d+\.\d\d floor_s=\d+\.\d\d "
@@ -36,6 +36,18 @@ def test_summary_uses_medians_and_the_line_has_the_contract_format():
     line = bench_line(summary)
     assert LINE_RE.match(line), line
     assert line.endswith("scale10_over_scale1=5.00")
+
+
+def test_targets_table_marks_each_target_met_or_not():
+    rows = {r.split(" | ")[0].lstrip("| "): r for r in targets(summarise(_results()))[2:]}
+    # scale 1: 32/21 = 1.52 > 1.3; scale 10: 160/150 = 1.07 <= 1.15; 160/32 = 5 <= 6
+    assert rows["dagster/bare at scale 1"].endswith("| 1.52 | <= 1.3 | **no** |")
+    assert rows["dagster/bare at scale 10"].endswith("| 1.07 | <= 1.15 | yes |")
+    assert rows["scale10/scale1 (dagster)"].endswith("| 5.00 | <= 6 | yes |")
+    assert rows["peak memory at scale 10 (GB, dagster: driver + JVM)"].endswith("| 2.25 | <= 6 | yes |")
+    assert rows["checks + metadata share at scale 1 (%)"].endswith("| 15.00 | <= 20 | yes |")
+    only_one = {r.split(" | ")[0].lstrip("| "): r for r in targets(summarise({1.0: _results()[1.0]}))[2:]}
+    assert only_one["scale10/scale1 (dagster)"].endswith("| n/a | <= 6 | n/a |")
 
 
 def test_doc_section_is_replaced_and_the_hand_written_part_kept(tmp_path):
