@@ -496,7 +496,7 @@ def bench_line(summary: dict) -> str:
     scale = next(k for k, v in summary.items() if v is one)
     ten = summary.get(10.0) or summary.get(10)
     d = one.get("dagster", {}).get("wall_s")
-    ratio = round(ten["dagster"]["wall_s"] / d, 2) if ten and d and "dagster" in ten else None
+    ratio = round(ten["dagster"]["wall_s"] / d, 2) if ten and ten is not one and d and "dagster" in ten else None
     return (
         f"bench: scale={scale:g} dagster_s={_fmt(d)} bare_s={_fmt(one.get('bare', {}).get('wall_s'))} "
         f"floor_s={_fmt(one.get('floor', {}).get('wall_s'))} dagster_over_bare={_fmt(one.get('dagster_over_bare'))} "

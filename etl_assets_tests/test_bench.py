@@ -48,6 +48,8 @@ def test_targets_table_marks_each_target_met_or_not():
     assert rows["checks + metadata share at scale 1 (%)"].endswith("| 15.00 | <= 20 | yes |")
     only_one = {r.split(" | ")[0].lstrip("| "): r for r in targets(summarise({1.0: _results()[1.0]}))[2:]}
     assert only_one["scale10/scale1 (dagster)"].endswith("| n/a | <= 6 | n/a |")
+    # a run of scale 10 alone has no scale10/scale1 ratio
+    assert bench_line(summarise({10.0: _results()[10.0]})).endswith("scale10_over_scale1=n/a")
 
 
 def test_doc_section_is_replaced_and_the_hand_written_part_kept(tmp_path):
