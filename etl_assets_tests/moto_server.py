@@ -1,29 +1,44 @@
-"""A real S3 endpoint for tests: moto's ``ThreadedMotoServer`` on 127.0.0.1, a free port.
+"""The one moto launcher of the test suite: moto's ``ThreadedMotoServer`` on 127.0.0.1, a free
+port, started once per test process and shared by every test that needs AWS (S3, SNS, SQS,
+Secrets Manager, EMR Serverless, CloudWatch Logs).
+
+- ``shared()`` starts the server on first use and returns it (stopped when the process exits);
+- ``moto_s3`` (module-scoped pytest fixture) gives a test module the shared server, empty
+  (moto's ``POST /moto-api/reset``), with boto3 pointed at it through the standard AWS
+  environment variables;
+- ``servers.moto_server()`` (a context manager yielding the endpoint URL, for the engine and
+  environment tests) is ``endpoint()`` below: the same server, reset on entry and on exit.
+
+One region for everything: ``servers.AWS_TEST_ENV`` (``REGION``). ``MotoS3.client()`` gives an
+S3 client in that region which adds the ``LocationConstraint`` S3 requires outside us-east-1 when
+a test creates a bucket without one.
 
 ``MotoS3`` can be stopped (the listening socket is closed, so clients get "connection refused"
-at once, as with an unreachable S3) and restarted on the same port; moto keeps its buckets in
-process memory, so objects survive a restart. ``moto_s3`` is a module-scoped pytest fixture that
-also points boto3 at the server through the standard AWS environment variables.
+at once, as with an unreachable S3) and restarted on the same port; moto keeps its state in
+process memory, so buckets and objects survive a restart (not a reset).
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import socket
+import threading
 import time
+import urllib.request
 
 import pytest
 from moto.server import ThreadedMotoServer
 
+from etl_assets_tests.servers import AWS_TEST_ENV
+
+REGION = AWS_TEST_ENV["AWS_REGION"]
+
 FAKE_AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_REGION": "us-east-1",
+    **AWS_TEST_ENV,
     "AWS_CONFIG_FILE": "/dev/null",
     "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-    "AWS_EC2_METADATA_DISABLED": "true",
     # fail fast when the endpoint is down: 2 attempts, short connect timeout
     "ETL_S3_MAX_ATTEMPTS": "2",
     "ETL_S3_CONNECT_TIMEOUT_S": "2",
@@ -37,7 +52,14 @@ def _free_port(host: str) -> int:
         return s.getsockname()[1]
 
 
+def _add_location_constraint(params, **_):
+    if REGION != "us-east-1" and "CreateBucketConfiguration" not in params:
+        params["CreateBucketConfiguration"] = {"LocationConstraint": REGION}
+
+
 class MotoS3:
+    starts = 0  # servers started in this process (the suite should need one)
+
     def __init__(self, host: str = "127.0.0.1", port: int | None = None):
         self.host = host
         self.port = port or _free_port(host)
@@ -57,7 +79,8 @@ class MotoS3:
             server = ThreadedMotoServer(ip_address=self.host, port=self.port, verbose=False)
             server.start()
             self._server = server
-            deadline = time.monotonic() + 10
+            MotoS3.starts += 1
+            deadline = time.monotonic() + 30
             while True:
                 try:
                     socket.create_connection((self.host, self.port), timeout=1).close()
@@ -75,10 +98,19 @@ class MotoS3:
             if server._server is not None:  # release the port: refuse connections immediately
                 server._server.server_close()
 
-    def client(self):
+    def reset(self) -> None:
+        """Every AWS resource gone (moto's reset API): the next user starts empty."""
+        req = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")
+        urllib.request.urlopen(req, timeout=30).close()  # noqa: S310 - loopback only
+
+    def client(self, service: str = "s3"):
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1")
+        client = boto3.client(service, endpoint_url=self.endpoint, region_name=REGION,
+                              aws_access_key_id="testing", aws_secret_access_key="testing")
+        if service == "s3":
+            client.meta.events.register("before-parameter-build.s3.CreateBucket", _add_location_constraint)
+        return client
 
     @staticmethod
     def backend():
@@ -89,17 +121,43 @@ class MotoS3:
         return s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
 
 
+_lock = threading.Lock()
+_shared: MotoS3 | None = None
+
+
+def shared() -> MotoS3:
+    """The process's moto server, started on first use (and again if a test left it stopped)."""
+    global _shared
+    with _lock:
+        if _shared is None:
+            _shared = MotoS3()
+            atexit.register(_shared.stop)
+        return _shared.start()
+
+
+@contextlib.contextmanager
+def endpoint():
+    """The shared server, empty; yields its endpoint URL and empties it again on exit."""
+    server = shared()
+    server.reset()
+    try:
+        yield server.endpoint
+    finally:
+        shared().reset()
+
+
 @pytest.fixture(scope="module")
 def moto_s3():
-    server = MotoS3().start()
+    server = shared()
+    server.reset()
     mp = pytest.MonkeyPatch()
     for k, v in FAKE_AWS_ENV.items():
         mp.setenv(k, v)
-    mp.delenv("AWS_PROFILE", raising=False)
-    mp.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    for k in ("AWS_PROFILE", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_SNS", "AWS_ENDPOINT_URL_SQS"):
+        mp.delenv(k, raising=False)
     mp.setenv("AWS_ENDPOINT_URL", server.endpoint)
     try:
         yield server
     finally:
         mp.undo()
-        server.stop()
+        shared().reset()  # running again if a test stopped it; empty for the next module

@@ -301,21 +301,12 @@ AWS_TEST_ENV = {
 
 @contextlib.contextmanager
 def moto_server():
-    """moto's AWS server (ThreadedMotoServer) on a free port; yields its endpoint URL."""
-    from moto.server import ThreadedMotoServer
+    """moto's AWS server; yields its endpoint URL. The suite's one moto server
+    (``moto_server.shared()``: started once per test process), emptied on entry and on exit."""
+    from etl_assets_tests.moto_server import endpoint
 
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        wait_until(lambda: port_open(port), 30, "moto server")
-        # moto keeps its AWS state per process: start every server empty (an earlier test's
-        # secrets and buckets would otherwise still be there)
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/moto-api/reset", method="POST")
-        urllib.request.urlopen(req, timeout=30).close()  # noqa: S310 - loopback only
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+    with endpoint() as url:
+        yield url
 
 
 # -- running etl_all ---------------------------------------------------------------------------
