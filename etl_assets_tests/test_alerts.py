@@ -2,8 +2,13 @@
 once, a second sensor tick sends nothing more; routing by severity; run-failure alerts.
 
 Everything runs on 127.0.0.1: an ``http.server`` receiver on a free port (the Slack-compatible
-webhook) and moto's AWS server (``ThreadedMotoServer``) on another, with an SQS queue subscribed
+webhook) and the suite's moto server (``moto_server.shared()``), with an SQS queue subscribed
 to the SNS topic to count what was published. The Dagster instance is a temporary one.
+
+Every sink is called synchronously by the sensor tick (the webhook POST waits for the
+receiver's answer, which is sent after the body is recorded; moto delivers SNS to SQS inside
+``Publish``), so once a tick has returned, what it sent has arrived: "nothing more" is asserted
+right after the tick, without waiting.
 """
 
 from __future__ import annotations
@@ -11,7 +16,6 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import boto3
@@ -30,8 +34,8 @@ from dagster import (
 )
 
 from etl_assets.alerts import AlertConfig, asset_check_failure_alerts, run_failure_alerts
-
-REGION = "eu-west-1"
+from etl_assets_tests.moto_server import FAKE_AWS_ENV, REGION
+from etl_assets_tests.moto_server import endpoint as moto_endpoint
 
 
 def _free_port() -> int:
@@ -45,10 +49,13 @@ class Receiver:
 
     def __init__(self):
         self.bodies: list[dict] = []
+        self.requests = 0  # requests that reached the receiver (recorded or not)
         received = self.bodies
+        receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 - http.server API
+                receiver.requests += 1
                 n = int(self.headers.get("Content-Length", 0))
                 received.append({"content_type": self.headers.get("Content-Type"), **json.loads(self.rfile.read(n))})
                 self.send_response(200)
@@ -73,36 +80,22 @@ class Receiver:
 
 @pytest.fixture(scope="module")
 def aws():
-    """moto on a free port; an SNS topic with an SQS queue subscribed (to count publishes)."""
-    from moto.server import ThreadedMotoServer
-
+    """The suite's moto server (emptied); an SNS topic with an SQS queue subscribed (to count publishes)."""
     mp = pytest.MonkeyPatch()
-    for k, v in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_CONFIG_FILE": "/dev/null",
-        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }.items():
+    for k, v in FAKE_AWS_ENV.items():
         mp.setenv(k, v)
     for k in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SNS"):
         mp.delenv(k, raising=False)
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
     try:
-        sns = boto3.client("sns", region_name=REGION, endpoint_url=endpoint)
-        sqs = boto3.client("sqs", region_name=REGION, endpoint_url=endpoint)
-        topic = sns.create_topic(Name="etl-alerts")["TopicArn"]
-        queue = sqs.create_queue(QueueName="etl-alerts-inbox")["QueueUrl"]
-        queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
-        yield {"endpoint": endpoint, "topic": topic, "sqs": sqs, "queue": queue}
+        with moto_endpoint() as endpoint:
+            sns = boto3.client("sns", region_name=REGION, endpoint_url=endpoint)
+            sqs = boto3.client("sqs", region_name=REGION, endpoint_url=endpoint)
+            topic = sns.create_topic(Name="etl-alerts")["TopicArn"]
+            queue = sqs.create_queue(QueueName="etl-alerts-inbox")["QueueUrl"]
+            queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+            sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+            yield {"endpoint": endpoint, "topic": topic, "sqs": sqs, "queue": queue}
     finally:
-        server.stop()
         mp.undo()
 
 
@@ -170,9 +163,13 @@ def alert_probe():
     )
 
 
+def evaluate(instance, cursor):
+    """One synchronous evaluation of the sensor (every sink has been called when it returns)."""
+    return asset_check_failure_alerts.evaluate_tick(build_sensor_context(instance=instance, cursor=cursor))
+
+
 def tick(instance, cursor):
-    data = asset_check_failure_alerts.evaluate_tick(build_sensor_context(instance=instance, cursor=cursor))
-    return data.cursor
+    return evaluate(instance, cursor).cursor
 
 
 def test_check_failure_alerts_once_per_failure(sinks):
@@ -212,10 +209,12 @@ def test_check_failure_alerts_once_per_failure(sinks):
         volume = next(x for x in lines if x["check"] == "volume")
         assert volume["delivery"]["sns"] == "below ETL_ALERT_SNS_MIN_SEVERITY"
 
-        # a second tick: nothing more anywhere
-        cursor2 = tick(instance, cursor)
-        time.sleep(0.2)
-        assert len(hook.bodies) == 2
+        # a second tick: nothing more anywhere (the tick is synchronous: what it sent has arrived)
+        assert hook.requests == 2
+        second = evaluate(instance, cursor)
+        cursor2 = second.cursor
+        assert second.skip_message == "no failed asset check since the last tick", second.skip_message
+        assert hook.requests == 2 and len(hook.bodies) == 2
         assert drain(aws) == []
         assert len(log_lines(sinks["log"])) == 2
 
