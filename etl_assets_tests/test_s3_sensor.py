@@ -2,7 +2,9 @@
 upload -> landing_arrival_sensor -> incremental bronze -> automation conditions -> silver/gold,
 plus exactly-once under repeats, outages and failures, reprocessing, and 10,000 objects.
 
-The ``test_flow_*`` tests are one scenario in steps and share ``flow`` (they run in file order).
+The ``test_flow_*`` tests are one scenario in steps on one ``flow``: the ``scenario`` fixture runs
+the steps once each, in order, on demand (``test_flow_5`` alone runs steps 1-5 first), and each
+test reports its own step, so they pass or fail the same under ``-k``, ``--lf`` or any order.
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ class Flow:
     defs: Definitions
     instance: object
     client: object
+    moto: object = None
     cursor: str | None = None
     auto_cursor: object = None
     state: dict = field(default_factory=dict)
@@ -124,6 +127,30 @@ class Flow:
         result = evaluate_automation_conditions(defs=self.defs, instance=self.instance, cursor=self.auto_cursor)
         self.auto_cursor = result.cursor
         return result
+
+
+class Scenario:
+    """Steps of one scenario, each run once, in order, when first needed: ``check(n)`` runs the
+    steps up to ``n`` not run yet and re-raises step ``n``'s own failure. A step after a failed
+    one is not run (its state would be meaningless) and its test fails saying so."""
+
+    def __init__(self, flow, steps):
+        self.flow, self.steps, self.results = flow, steps, {}
+
+    def check(self, n: int) -> None:
+        for i, step in enumerate(self.steps[:n], start=1):
+            if i in self.results:
+                continue
+            failed = next((j for j, e in self.results.items() if e is not None), None)
+            if failed is not None:
+                pytest.fail(f"step {n} not run: step {failed} ({self.steps[failed - 1].__name__}) failed")
+            try:
+                step(self.flow)
+                self.results[i] = None
+            except (Exception, pytest.fail.Exception) as e:  # noqa: BLE001 - reported by its test
+                self.results[i] = e
+        if self.results[n] is not None:
+            raise self.results[n]
 
 
 def requested_keys(result) -> set[AssetKey]:
@@ -177,13 +204,13 @@ def flow(moto_s3, sample, spark, tmp_path_factory):  # noqa: F811
         },
     )
     with instance_for_test(temp_dir=str(tmp_path_factory.mktemp("dagster_home"))) as instance:
-        yield Flow(root, totals, Lake(str(lake_dir)), platform, defs, instance, client)
+        yield Flow(root, totals, Lake(str(lake_dir)), platform, defs, instance, client, moto=moto_s3)
 
 
 # ---------------------------------------------------------------------------------------------
 # the scenario
 # ---------------------------------------------------------------------------------------------
-def test_flow_1_first_files_are_ingested(flow: Flow):
+def _step_1_first_files_are_ingested(flow: Flow):
     t0 = time.monotonic()
     # automation baseline: nothing materialized yet, nothing can run (bronze is missing)
     assert flow.automation().total_requested == 0
@@ -212,7 +239,7 @@ def test_flow_1_first_files_are_ingested(flow: Flow):
     print(f"\n[s3] tick 1 + bronze run of {len(day1)} objects: {time.monotonic() - t0:.1f}s")
 
 
-def test_flow_2_automation_reaches_silver_and_gold(flow: Flow):
+def _step_2_automation_reaches_silver_and_gold(flow: Flow):
     t0 = time.monotonic()
     result = flow.automation()
     requested = requested_keys(result)
@@ -231,7 +258,7 @@ def test_flow_2_automation_reaches_silver_and_gold(flow: Flow):
     print(f"\n[s3] automation requested {len(requested)} assets; ran {len(path)} to gold: {time.monotonic() - t0:.1f}s")
 
 
-def test_flow_3_next_tick_only_new_files(flow: Flow):
+def _step_3_next_tick_only_new_files(flow: Flow):
     t0 = time.monotonic()
     day2 = flow.upload(sample_keys(flow.root, DAY2))
     result = flow.tick(flow.cursor)
@@ -258,14 +285,14 @@ def test_flow_3_next_tick_only_new_files(flow: Flow):
     print(f"\n[s3] tick 2 + incremental bronze run of {len(day2)} new objects: {time.monotonic() - t0:.1f}s")
 
 
-def test_flow_4_third_tick_requests_nothing(flow: Flow):
+def _step_4_third_tick_requests_nothing(flow: Flow):
     result = flow.tick(flow.cursor)
     assert not result.run_requests and not result.asset_events
     assert result.skip_reason is not None
     assert result.cursor == flow.cursor
 
 
-def test_flow_5_rerun_of_same_objects_adds_no_rows(flow: Flow):
+def _step_5_rerun_of_same_objects_adds_no_rows(flow: Flow):
     before = flow.counts()
     # a sensor reset (no cursor) asks for every object version again, those of run 2 included
     (req,) = flow.tick(None).run_requests
@@ -276,20 +303,20 @@ def test_flow_5_rerun_of_same_objects_adds_no_rows(flow: Flow):
     assert flow.counts() == before
 
 
-def test_flow_6_outage_keeps_cursor_and_misses_nothing(flow: Flow, moto_s3):  # noqa: F811
+def _step_6_outage_keeps_cursor_and_misses_nothing(flow: Flow):
     late = flow.upload(
         [k for k in flow.state["day2"] if k.startswith("warehouse/customers/")][:1],
         rename=lambda k: f"warehouse/customers/dt={DAY3}/late-delivery.csv",
     )
     cursor = flow.cursor
-    moto_s3.stop()
+    flow.moto.stop()
     try:
         t0 = time.monotonic()
         with pytest.raises(botocore.exceptions.BotoCoreError):
             flow.tick(cursor)
         print(f"\n[s3] tick with S3 down failed after {time.monotonic() - t0:.2f}s (bounded retries)")
     finally:
-        moto_s3.start()
+        flow.moto.start()
     assert flow.cursor == cursor  # a failed tick returns no cursor: Dagster keeps the old one
     result = flow.tick(cursor)
     (req,) = result.run_requests
@@ -303,7 +330,7 @@ def test_flow_6_outage_keeps_cursor_and_misses_nothing(flow: Flow, moto_s3):  # 
     flow.state["customers_after_late"] = bronze_rows(flow.lake, "customers")
 
 
-def test_flow_7_failed_run_does_not_mark_files_ingested(flow: Flow, monkeypatch):
+def _step_7_failed_run_does_not_mark_files_ingested(flow: Flow):
     ds = dataset("customers")
     before = bronze_rows(flow.lake, "customers")
     src = next(k for k in flow.state["day1"] if k.startswith("warehouse/customers/"))
@@ -313,7 +340,7 @@ def test_flow_7_failed_run_does_not_mark_files_ingested(flow: Flow, monkeypatch)
     def broken_publish(self, *a, **kw):
         raise RuntimeError("disk full (injected)")
 
-    with monkeypatch.context() as mp:
+    with pytest.MonkeyPatch.context() as mp:
         mp.setattr(Lake, "publish", broken_publish)
         assert not flow.run(req, raise_on_error=False).success
     assert bronze_rows(flow.lake, "customers") == before
@@ -336,7 +363,7 @@ def test_flow_7_failed_run_does_not_mark_files_ingested(flow: Flow, monkeypatch)
         real_save(self, m)
 
     spark = flow.defs.resources["spark"].get_session()
-    with monkeypatch.context() as mp:
+    with pytest.MonkeyPatch.context() as mp:
         mp.setattr(ManifestStore, "save", dies_on_commit)
         with pytest.raises(KeyboardInterrupt):
             ingest_bronze(spark, ds, flow.platform.landing, flow.lake, "killed-run", BronzeConfig(mode="incremental"))
@@ -350,7 +377,7 @@ def test_flow_7_failed_run_does_not_mark_files_ingested(flow: Flow, monkeypatch)
     flow.cursor = flow.tick(flow.cursor).cursor  # consume the arrivals
 
 
-def test_flow_8_reprocessing_equals_a_fresh_run(flow: Flow):
+def _step_8_reprocessing_equals_a_fresh_run(flow: Flow):
     t0 = time.monotonic()
     incremental = {n: bronze_multiset(flow.lake, n) for n in ("customers", "orders", "order_events")}
     # re-ingest chosen days (launchpad/CLI run config)
@@ -370,6 +397,52 @@ def test_flow_8_reprocessing_equals_a_fresh_run(flow: Flow):
     for n in rebuilt:
         assert bronze_multiset(flow.lake, n) == incremental[n], n
     print(f"\n[s3] days (customers) + full (orders, order_events) reprocessing: {time.monotonic() - t0:.1f}s")
+
+
+@pytest.fixture(scope="module")
+def scenario(flow):
+    return Scenario(flow, [
+        _step_1_first_files_are_ingested,
+        _step_2_automation_reaches_silver_and_gold,
+        _step_3_next_tick_only_new_files,
+        _step_4_third_tick_requests_nothing,
+        _step_5_rerun_of_same_objects_adds_no_rows,
+        _step_6_outage_keeps_cursor_and_misses_nothing,
+        _step_7_failed_run_does_not_mark_files_ingested,
+        _step_8_reprocessing_equals_a_fresh_run,
+    ])
+
+
+def test_flow_1_first_files_are_ingested(scenario):
+    scenario.check(1)
+
+
+def test_flow_2_automation_reaches_silver_and_gold(scenario):
+    scenario.check(2)
+
+
+def test_flow_3_next_tick_only_new_files(scenario):
+    scenario.check(3)
+
+
+def test_flow_4_third_tick_requests_nothing(scenario):
+    scenario.check(4)
+
+
+def test_flow_5_rerun_of_same_objects_adds_no_rows(scenario):
+    scenario.check(5)
+
+
+def test_flow_6_outage_keeps_cursor_and_misses_nothing(scenario):
+    scenario.check(6)
+
+
+def test_flow_7_failed_run_does_not_mark_files_ingested(scenario):
+    scenario.check(7)
+
+
+def test_flow_8_reprocessing_equals_a_fresh_run(scenario):
+    scenario.check(8)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -399,12 +472,15 @@ def test_10k_objects_in_one_tick(moto_s3, flow):  # noqa: F811
     again = flow.tick(result.cursor, platform)
     second = time.monotonic() - t0
     assert not again.run_requests
+    assert not again.asset_events and again.skip_reason is not None
+    assert again.cursor == result.cursor
+    # the timings are reported, not asserted (a loaded machine is not a slow sensor): the time
+    # per tick against Dagster's 60 s sensor evaluation timeout belongs in the benchmark
     print(
         f"\n[10K] setup {setup:.1f}s; first tick listed+planned {n} objects in {first:.1f}s "
         f"({n / first:.0f} objects/s); steady tick (nothing new) {second:.1f}s; "
         f"cursor {len(result.cursor) / 1024:.0f} KiB"
     )
-    assert first < 60 and second < 60  # Dagster's default sensor evaluation timeout
 
 
 # ---------------------------------------------------------------------------------------------
