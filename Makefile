@@ -12,17 +12,18 @@ SCALE ?= 1
 DAYS ?= 7
 SEED ?= 42
 
-.PHONY: install run test test-slow dev sample clean check-java docs browser-deps system-deps rebuild checksums bench
+.PHONY: install run test test-slow dev sample clean check-java docs browser-deps system-deps rebuild checksums bench \
+	asset-graph load-report
 
 install: $(STAMP) browser-deps system-deps
 
 # Headless Chromium + chromedriver (Debian packages) for the browser test; returns at once when present.
 browser-deps:
-	@bash .ci/install-chromium || echo "WARNING: chromium/chromedriver could not be installed; etl_assets_tests/test_ui_browser.py needs them" >&2
+	@bash .ci/install-chromium || { echo "ERROR: chromium/chromedriver could not be installed (see above); etl_assets_tests/test_ui_browser.py needs them" >&2; exit 1; }
 
 # PostgreSQL server (Debian package) for the prod-instance test; returns at once when present.
 system-deps:
-	@bash .ci/install-system-deps || echo "WARNING: postgresql could not be installed; etl_assets_tests/test_engines.py needs it" >&2
+	@bash .ci/install-system-deps || { echo "ERROR: postgresql could not be installed (see above); etl_assets_tests/test_engines.py needs it" >&2; exit 1; }
 
 check-java:
 	@command -v java >/dev/null 2>&1 || { echo "ERROR: Java 17 is required by Spark 4 but 'java' is not on PATH. Install it (Debian: apt-get install openjdk-17-jre-headless) and retry." >&2; exit 1; }
@@ -46,12 +47,23 @@ run: install sample
 	$(BIN)/dagster job execute -m etl_assets -j etl_all && \
 	$(BIN)/python -m etl_assets.summary --lake $(ETL_LAKE_URI) --started $$start
 
+# The suite (budget: 15 minutes on 2 cores; one shared etl_all run, see README "Tests").
+PYTEST := $(BIN)/python -m pytest -q -p no:cacheprovider --durations=25
 test: install
-	$(BIN)/python -m pytest -q -m "not slow" etl_assets_tests
+	$(PYTEST) -m "not slow" etl_assets_tests
 
-# Whole-run fault and load tests (SIGKILL, concurrent runs, Spark worker loss, 30-day load); .ci/run runs them too.
+# Whole-run engine and fault tests (Connect, classic driver, EMR Pipes, PostgreSQL instance, SIGKILL,
+# concurrent runs, Spark worker loss, 30-day load, 200 MB file); .ci/run runs them after `make test`.
 test-slow: install
-	$(BIN)/python -m pytest -q -s -m slow etl_assets_tests
+	$(PYTEST) -m slow etl_assets_tests
+
+# Refresh the README's asset-graph picture (docs/asset_graph.png) from the UI, in headless Chromium.
+asset-graph: install
+	ETL_UPDATE_ASSET_GRAPH=1 $(PYTEST) etl_assets_tests/test_ui_browser.py -k test_asset_graph_shows_every_asset
+
+# The load report docs/load.md: 30 days at scale 1 through the sensor path (about 30 minutes).
+load-report: install
+	ETL_LOAD_SCALE=1 ETL_LOAD_REPORT=$(CURDIR)/docs/load.md $(PYTEST) -s -m slow etl_assets_tests/test_load.py
 
 dev: install
 	@mkdir -p $(DAGSTER_HOME)

@@ -1,25 +1,85 @@
-"""Shared fixtures: one SparkSession per test process, temporary landing/lake folders."""
+"""Shared fixtures: one SparkSession per test process and ONE real ``etl_all`` run per session.
+
+- ``spark``: the session every in-process test and run shares (``local[2]``, two shuffle
+  partitions). After each test its runtime settings are put back as they were (``_spark_conf``),
+  so no test sees settings another test or an in-process run left behind.
+- ``lake_run``: ``etl_all`` over generated sample data plus the hostile corpus (``corpus.py``,
+  in days of its own) into a real on-disk Dagster instance. Every test that only reads a run's
+  output uses it (end to end, hostile input, lineage, audit, PII, disaster recovery, the UI); a
+  test that changes the lake works on a copy.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("ETL_SPARK_LOG_LEVEL", "ERROR")
 os.environ.setdefault("PYSPARK_PYTHON", os.sys.executable)
+# in-process runs build their SparkResource from the settings: the same session settings as ``spark``
+os.environ.setdefault("ETL_SPARK_SHUFFLE_PARTITIONS", "2")
 
+from dagster import DagsterInstance, build_sensor_context  # noqa: E402
+
+from etl_assets.alerts import asset_check_failure_alerts  # noqa: E402
+from etl_assets.definitions import build_definitions  # noqa: E402
 from etl_assets.resources import SparkResource  # noqa: E402
+from etl_assets.sample_data import generate  # noqa: E402
+from etl_assets.settings import load_settings  # noqa: E402
 from etl_assets.transforms.silver import Pii  # noqa: E402
+from etl_assets_tests import corpus  # noqa: E402
+from etl_assets_tests.helpers import materializations  # noqa: E402
 
+REPO = Path(__file__).resolve().parents[1]
 TEST_PII = Pii(salt="test-salt", key="0123456789abcdef")  # AES-128 key for tests
+
+
+def test_spark_resource() -> SparkResource:
+    return SparkResource(master="local[2]", shuffle_partitions=2, driver_memory="2g")
+
+
+test_spark_resource.__test__ = False  # a factory, not a test
+
+
+_BASELINE: dict[str, str] = {}
+
+
+def _conf(session) -> dict[str, str]:
+    get_all = session.conf.getAll
+    return dict(get_all() if callable(get_all) else get_all)
 
 
 @pytest.fixture(scope="session")
 def spark():
-    # Two shuffle partitions: the unit-test frames are tiny.
-    session = SparkResource(master="local[2]", shuffle_partitions=2, driver_memory="2g").get_session()
+    session = test_spark_resource().get_session()
+    session.sparkContext.setLogLevel("ERROR")
+    _BASELINE.update(_conf(session))
     yield session
+
+
+@pytest.fixture(autouse=True)
+def _spark_conf():
+    """After every test, put the shared session's runtime settings back to the ``spark``
+    fixture's: a test or an in-process run that changed them leaves nothing behind."""
+    yield
+    from pyspark.sql import SparkSession
+
+    session = SparkSession.getActiveSession()
+    if session is None or not _BASELINE:
+        return
+    for key, value in _conf(session).items():
+        if _BASELINE.get(key) == value:
+            continue
+        try:
+            if key in _BASELINE:
+                session.conf.set(key, _BASELINE[key])
+            else:
+                session.conf.unset(key)
+        except Exception:  # noqa: BLE001 - a static setting cannot change at run time anyway
+            pass
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +87,7 @@ def pii() -> Pii:
     return TEST_PII
 
 
-# -- one real etl_all run shared by the PII-leak, audit and disaster-recovery tests -----------
+# -- one real etl_all run shared by every test that reads a run's output ------------------------
 
 #: distinctive secrets of that run: a leak of either is unmistakable
 LAKE_RUN_SALT = "zq-salt-7f3a9c1e-never-print-me"
@@ -37,27 +97,19 @@ LAKE_RUN_USER = "ops-alice"
 
 @pytest.fixture(scope="session")
 def lake_run(tmp_path_factory, spark):
-    """``etl_all`` on tiny generated data into a real on-disk Dagster instance (``home``: event
-    log SQLite, run storage, compute logs), the secrets read from the environment as in
-    production (``pii_source=env``), launched as ``dagster/user`` = ``ops-alice``; then the alert
-    sensor evaluated once against that instance, writing its JSON-lines alert log."""
-    import shutil
-    from pathlib import Path
-
-    from dagster import DagsterInstance, build_sensor_context
-
-    from etl_assets.alerts import asset_check_failure_alerts
-    from etl_assets.definitions import build_definitions
-    from etl_assets.sample_data import generate
-    from etl_assets.settings import load_settings
-
+    """``etl_all`` on tiny generated data (2 days) plus the hostile corpus (2 days of its own),
+    into a real on-disk Dagster instance (``home``: SQLite event log, run storage, compute logs),
+    the secrets read from the environment as in production (``pii_source=env``), launched as
+    ``dagster/user`` = ``ops-alice``; then the alert sensor evaluated once against that
+    instance, writing its JSON-lines alert log. Read only: copy what you change."""
     root = tmp_path_factory.mktemp("lake_run")
-    landing, lake, home = root / "landing", root / "lake", root / "dagster_home"
+    landing, lake, home, sentinel = root / "landing", root / "lake", root / "dagster_home", root / "sentinel"
     alert_log = root / "alerts.jsonl"
-    generate(landing, days=2, seed=23, scale=0.01)
+    totals = generate(landing, days=2, seed=23, scale=0.01)
+    corpus.build_corpus(landing, sentinel)
+    before = {"landing": corpus.snapshot(landing), "sentinel": corpus.snapshot(sentinel)}
     home.mkdir()
-    repo = Path(__file__).resolve().parents[1]
-    shutil.copy(repo / "etl_assets" / "instance" / "dagster.local.yaml", home / "dagster.yaml")
+    shutil.copy(REPO / "etl_assets" / "instance" / "dagster.local.yaml", home / "dagster.yaml")
     env = {
         "ETL_ENV": "local",
         "ETL_LANDING_URI": str(landing),
@@ -82,5 +134,45 @@ def lake_run(tmp_path_factory, spark):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+    checks = {(tuple(e.asset_key.path), e.check_name): e for e in result.get_asset_check_evaluations()}
+    logs = [e.user_message for e in instance.all_logs(result.run_id)]
     return dict(result=result, root=root, landing=landing, lake=lake, home=home, alert_log=alert_log,
-                instance=instance, salt=LAKE_RUN_SALT, key=LAKE_RUN_KEY, user=LAKE_RUN_USER, env=env)
+                sentinel=sentinel, before=before, totals=totals, instance=instance, settings=settings,
+                mats=materializations(result), checks=checks, logs=logs,
+                salt=LAKE_RUN_SALT, key=LAKE_RUN_KEY, pii=Pii(salt=LAKE_RUN_SALT, key=LAKE_RUN_KEY),
+                user=LAKE_RUN_USER, env=env)
+
+
+# -- suite policy: time limits, and no silent skip in CI -----------------------------------------
+
+SLOW_TIMEOUT_S = 1200  # a whole-run test (make test-slow) without a limit of its own
+#: the words a skip's reason must hold to be accepted in CI: it names why it cannot run there
+CI_SKIP_MARK = "cannot run in CI:"
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
+
+
+def _unexplained_skips(terminalreporter) -> list[str]:
+    out = []
+    for rep in terminalreporter.stats.get("skipped", []):
+        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+        if CI_SKIP_MARK not in reason:
+            out.append(f"{rep.nodeid}: {reason}")
+    return out
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if os.environ.get("CI") and _unexplained_skips(terminalreporter):
+        terminalreporter.section("skipped in CI without a reason naming why it cannot run there")
+        for line in _unexplained_skips(terminalreporter):
+            terminalreporter.write_line(line)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if os.environ.get("CI") and reporter is not None and _unexplained_skips(reporter) and exitstatus == 0:
+        session.exitstatus = 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 from etl_assets.registry import dataset
 from etl_assets.transforms.bronze import bronze_schema
@@ -30,3 +31,19 @@ def bronze(spark, ds_name: str, rows: list[dict], default_dt: str = "2026-11-01"
 
 def rows_by(df, key: str) -> dict:
     return {r[key]: r.asDict() for r in df.collect()}
+
+
+def read_table(lake, layer: str, table: str) -> list[dict]:
+    """A published lake table as Python rows, read without Spark (pyarrow)."""
+    import pyarrow.dataset as pads
+
+    return pads.dataset(str(Path(lake) / layer / table), format="parquet").to_table().to_pylist()
+
+
+def materializations(result) -> dict[str, dict]:
+    """``layer/table`` -> the metadata values of its materialization in a run's result."""
+    out = {}
+    for ev in result.get_asset_materialization_events():
+        mat = ev.event_specific_data.materialization
+        out["/".join(mat.asset_key.path)] = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
+    return out

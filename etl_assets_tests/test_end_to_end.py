@@ -1,4 +1,5 @@
-"""End to end: generate a small landing zone, run ``etl_all`` in process, check the lake.
+"""End to end: the session's shared ``etl_all`` run (``conftest.lake_run``: generated sample days
+plus the hostile corpus), checked on the published lake.
 
 Gold values are recomputed here independently, with pyarrow and Python ``Decimal`` from the
 published silver tables, not with the platform's Spark code.
@@ -7,48 +8,19 @@ published silver tables, not with the platform's Spark code.
 from __future__ import annotations
 
 import collections
-import shutil
 from decimal import ROUND_HALF_UP, Decimal
-from pathlib import Path
 
-import pyarrow.dataset as pads
 import pytest
-from dagster import DagsterInstance
 
-from etl_assets.definitions import build_definitions
 from etl_assets.registry import DATASETS, GOLD_TABLES
-from etl_assets.sample_data import generate
-from etl_assets.settings import Settings
-from etl_assets_tests.conftest import TEST_PII
+from etl_assets_tests.helpers import materializations, read_table
 
-
-def read(lake: Path, layer: str, table: str) -> list[dict]:
-    return pads.dataset(str(lake / layer / table), format="parquet").to_table().to_pylist()
-
-
-def run_etl_all(landing: Path, lake: Path, instance=None):
-    settings = Settings(
-        env="local", landing_uri=str(landing), lake_uri=str(lake), pii_salt=TEST_PII.salt, pii_key=TEST_PII.key
-    )
-    job = build_definitions(settings).resolve_job_def("etl_all")
-    return job.execute_in_process(instance=instance or DagsterInstance.ephemeral(), raise_on_error=False)
+read = read_table
 
 
 @pytest.fixture(scope="module")
-def e2e(tmp_path_factory, spark):
-    root = tmp_path_factory.mktemp("e2e")
-    landing, lake = root / "landing", root / "lake"
-    generate(landing, days=3, seed=11, scale=0.02)
-    result = run_etl_all(landing, lake)
-    return dict(result=result, landing=landing, lake=lake)
-
-
-def materializations(result) -> dict[str, dict]:
-    out = {}
-    for ev in result.get_asset_materialization_events():
-        mat = ev.event_specific_data.materialization
-        out["/".join(mat.asset_key.path)] = {k: v.value for k, v in mat.metadata.items()}
-    return out
+def e2e(lake_run):
+    return lake_run
 
 
 def test_etl_all_publishes_every_table(e2e):
@@ -86,9 +58,12 @@ def test_silver_keys_unique_and_no_raw_pii(e2e):
         rows = read(lake, "silver", ds.name)
         keys = [tuple(r[k] for k in ds.key) for r in rows]
         assert len(keys) == len(set(keys)), ds.name
+        assert rows, f"silver/{ds.name} is empty"
         pii_cols = {c.name for c in ds.columns if c.pii}
-        assert not pii_cols & set(rows[0]) if rows else True
-        assert not pii_cols & set(read(lake, "quarantine", ds.name)[0] if read(lake, "quarantine", ds.name) else {})
+        assert not pii_cols & set(rows[0]), ds.name
+        quarantine = read(lake, "quarantine", ds.name)
+        if quarantine:  # a dataset may have no quarantined row; its columns are checked where it has
+            assert not pii_cols & set(quarantine[0]), ds.name
     # no raw email anywhere in silver or gold
     raw_emails = set()
     for f in (e2e["landing"] / "warehouse" / "customers").rglob("*.csv"):
@@ -153,23 +128,167 @@ def test_gold_values_recomputed_independently(e2e):
     assert ind_total == geo_total
 
 
-def test_unreadable_file_is_rejected_by_name_and_the_rest_publishes(tmp_path, e2e):
-    """A truncated Parquet file is rejected: bronze/orders names it (failed ``files_readable``
-    check, metadata, log) and publishes the dataset's other files; everything downstream runs."""
-    landing, lake = tmp_path / "landing", tmp_path / "lake"
-    shutil.copytree(e2e["landing"], landing)
-    shutil.copytree(e2e["lake"], lake)
-    before = len(read(lake, "bronze", "orders"))
-    bad = landing / "warehouse" / "orders" / "dt=2026-11-02" / "truncated.parquet"
-    good = next((landing / "warehouse" / "orders").rglob("*.parquet")).read_bytes()
-    bad.write_bytes(good[: len(good) // 2])
-    result = run_etl_all(landing, lake)
-    assert result.success
-    (check,) = [c for c in result.get_asset_check_evaluations()
-                if c.asset_key.path == ["bronze", "orders"] and c.check_name == "files_readable"]
-    assert not check.passed
-    assert f"{bad}: cannot read Parquet file" in check.metadata["what_failed"].value
-    assert str(bad) in materializations(result)["bronze/orders"]["unreadable_files"]
-    done = {"/".join(k.path) for k in (e.asset_key for e in result.get_asset_materialization_events())}
-    assert {"bronze/orders", "silver/orders", "gold/fact_orders"} <= done
-    assert len(read(lake, "bronze", "orders")) == before  # the rejected file added no row
+# -- the contract's published types and the gold tables, recomputed from the contract's text -----
+
+UTC_TS, DATE, BOOL, TEXT, INT = "timestamp[UTC]", "date", "bool", "string", "integer"
+MONEY, RATE = "decimal(18,2)", "decimal(18,8)"
+#: CONTRACT.md §2 Types and §4: what silver parses each column to (written out by hand)
+SILVER_TYPES = {
+    "accounts": {"annual_revenue": MONEY, "created_date": UTC_TS, "last_modified_date": UTC_TS,
+                 "account_id": TEXT, "industry": TEXT, "billing_country": TEXT},
+    "contacts": {"created_at": UTC_TS, "last_modified_at": UTC_TS, "contact_id": TEXT, "lifecycle_stage": TEXT},
+    "opportunities": {"amount": MONEY, "amount_usd": MONEY, "probability": INT, "close_date": DATE,
+                      "created_date": UTC_TS, "last_modified_date": UTC_TS, "stage": TEXT, "currency": TEXT},
+    "customers": {"signup_date": DATE, "last_modified_ts": UTC_TS, "country": TEXT, "segment": TEXT},
+    "products": {"unit_price": MONEY, "is_active": BOOL, "last_modified_ts": UTC_TS, "currency": TEXT},
+    "orders": {"order_ts": UTC_TS, "quantity": INT, "unit_price": MONEY, "amount": MONEY, "amount_usd": MONEY,
+               "order_date": DATE, "last_modified_ts": UTC_TS, "status": TEXT},
+    "behavior": {"event_ts": UTC_TS, "metadata": TEXT, "event_name": TEXT},
+    "order_events": {"event_ts": UTC_TS, "event_type": TEXT},
+    "rates": {"rate_date": DATE, "rate": RATE, "as_of_ts": UTC_TS, "base_ccy": TEXT, "quote_ccy": TEXT},
+}
+#: CONTRACT.md §5: every gold table's columns, and the types that the contract fixes
+GOLD_COLUMNS = {
+    "fact_orders": ["order_id", "customer_id", "product_id", "order_date", "order_ts", "quantity", "amount",
+                    "currency", "amount_usd", "final_status", "is_revenue"],
+    "customer_360": ["customer_id", "email_hash", "country", "segment", "signup_date", "total_orders",
+                     "revenue_usd", "first_order_date", "last_order_date", "total_events", "total_sessions",
+                     "last_activity_ts", "crm_account_id", "industry", "annual_revenue", "open_pipeline_usd",
+                     "ltv_tier"],
+    "product_performance_daily": ["order_date", "product_id", "category", "orders", "units", "revenue_usd",
+                                  "returned_units", "return_rate"],
+    "revenue_by_geography": ["month", "country", "orders", "customers", "revenue_usd"],
+    "revenue_by_industry": ["month", "industry", "orders", "revenue_usd"],
+}
+GOLD_TYPES = {
+    "fact_orders": {"order_date": DATE, "order_ts": UTC_TS, "quantity": INT, "amount": MONEY, "amount_usd": MONEY,
+                    "is_revenue": BOOL},
+    "customer_360": {"signup_date": DATE, "total_orders": INT, "revenue_usd": "money", "first_order_date": DATE,
+                     "last_order_date": DATE, "total_events": INT, "total_sessions": INT, "last_activity_ts": UTC_TS,
+                     "annual_revenue": MONEY, "open_pipeline_usd": "money"},
+    "product_performance_daily": {"order_date": DATE, "orders": INT, "units": INT, "revenue_usd": "money",
+                                  "returned_units": INT},
+    "revenue_by_geography": {"month": DATE, "orders": INT, "customers": INT, "revenue_usd": "money"},
+    "revenue_by_industry": {"month": DATE, "orders": INT, "revenue_usd": "money"},
+}
+
+
+def _type_of(t) -> str:
+    import pyarrow as pa
+
+    if pa.types.is_timestamp(t):
+        return UTC_TS if t.tz in ("UTC", "+00:00", "Etc/UTC") else f"timestamp[{t.tz}]"
+    if pa.types.is_decimal(t):
+        return f"decimal({t.precision},{t.scale})"
+    if pa.types.is_integer(t):
+        return INT
+    if pa.types.is_date32(t):
+        return DATE
+    if pa.types.is_boolean(t):
+        return BOOL
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return TEXT
+    return str(t)
+
+
+def _schema(lake, layer, table):
+    import pyarrow.dataset as pads
+
+    return pads.dataset(str(lake / layer / table), format="parquet").schema
+
+
+def test_published_column_types_follow_the_contract(e2e):
+    wrong = []
+    for table, types in SILVER_TYPES.items():
+        schema = _schema(e2e["lake"], "silver", table)
+        wrong += [f"silver/{table}.{c}: {_type_of(schema.field(c).type)}, contract {want}"
+                  for c, want in types.items() if _type_of(schema.field(c).type) != want]
+    for table, types in GOLD_TYPES.items():
+        schema = _schema(e2e["lake"], "gold", table)
+        assert [c for c in schema.names if not c.startswith("_")] == GOLD_COLUMNS[table], table
+        for c, want in types.items():
+            got = _type_of(schema.field(c).type)
+            if want == "money":  # a sum of decimal(18,2) may widen; the scale stays 2
+                ok = got.startswith("decimal(") and got.endswith(",2)")
+            else:
+                ok = got == want
+            if not ok:
+                wrong.append(f"gold/{table}.{c}: {got}, contract {want}")
+    assert not wrong, wrong
+
+
+def test_product_performance_daily_recomputed(e2e):
+    lake = e2e["lake"]
+    category = {p["product_id"]: p["category"] for p in read(lake, "silver", "products")}
+    expected = collections.defaultdict(lambda: dict(orders=0, units=0, revenue_usd=Decimal(0), returned_units=0))
+    for f in read(lake, "gold", "fact_orders"):
+        e = expected[(f["order_date"], f["product_id"])]
+        e["orders"] += 1
+        e["units"] += f["quantity"]
+        if f["is_revenue"]:
+            e["revenue_usd"] += f["amount_usd"]
+        if f["final_status"] == "RETURNED":
+            e["returned_units"] += f["quantity"]
+    got = {(r["order_date"], r["product_id"]): r for r in read(lake, "gold", "product_performance_daily")}
+    assert set(got) == set(expected) and expected
+    returns = 0
+    for k, e in expected.items():
+        r = got[k]
+        assert (r["orders"], r["units"], r["revenue_usd"], r["returned_units"]) == \
+            (e["orders"], e["units"], e["revenue_usd"], e["returned_units"]), k
+        assert r["category"] == category.get(k[1]), k
+        assert Decimal(str(r["return_rate"])) == _half_up(Decimal(e["returned_units"]) / Decimal(e["units"]), "0.0001")
+        returns += e["returned_units"] > 0
+    assert returns, "no returned order in the sample: the return rate is never tested"
+
+
+def test_customer_360_crm_and_behaviour_fields_recomputed(e2e):
+    lake = e2e["lake"]
+    events = collections.defaultdict(list)
+    for b in read(lake, "silver", "behavior"):
+        if b["customer_id"] is not None:
+            events[b["customer_id"]].append(b)
+    accounts = collections.defaultdict(list)
+    for a in read(lake, "silver", "accounts"):
+        if a["primary_email_hash"] is not None:
+            accounts[a["primary_email_hash"]].append(a)
+    pipeline = collections.defaultdict(Decimal)
+    for o in read(lake, "silver", "opportunities"):
+        if o["stage"] not in ("Closed Won", "Closed Lost"):
+            pipeline[o["account_id"]] += o["amount_usd"]
+    orders = collections.defaultdict(list)
+    for f in read(lake, "gold", "fact_orders"):
+        orders[f["customer_id"]].append(f)
+    customers = {c["customer_id"]: c for c in read(lake, "silver", "customers")}
+    c360 = read(lake, "gold", "customer_360")
+    assert {c["customer_id"] for c in c360} == set(customers)
+    matched = with_events = multi = 0
+    for c in c360:
+        s = customers[c["customer_id"]]
+        assert (c["email_hash"], c["country"], c["segment"], c["signup_date"]) == \
+            (s["email_hash"], s["country"], s["segment"], s["signup_date"])
+        ev = events[c["customer_id"]]
+        assert c["total_events"] == len(ev)
+        assert c["total_sessions"] == len({e["session_id"] for e in ev if e["session_id"] is not None})
+        assert c["last_activity_ts"] == (max(e["event_ts"] for e in ev) if ev else None)
+        with_events += bool(ev)
+        cands = accounts.get(c["email_hash"], []) if c["email_hash"] else []
+        if cands:
+            best = sorted(cands, key=lambda a: a["account_id"])
+            best = max(best, key=lambda a: a["last_modified_date"])  # max keeps the first (smallest id) of ties
+            matched += 1
+            multi += len(cands) > 1
+            assert (c["crm_account_id"], c["industry"], c["annual_revenue"]) == \
+                (best["account_id"], best["industry"], best["annual_revenue"]), c["customer_id"]
+            assert c["open_pipeline_usd"] == pipeline.get(best["account_id"], Decimal(0))
+        else:
+            assert (c["crm_account_id"], c["industry"], c["annual_revenue"]) == (None, "Unknown", None)
+            assert c["open_pipeline_usd"] == 0
+        fo = orders[c["customer_id"]]
+        revenue = sum((f["amount_usd"] for f in fo if f["is_revenue"]), Decimal(0))
+        assert c["revenue_usd"] == revenue
+        assert c["first_order_date"] == (min(f["order_date"] for f in fo) if fo else None)
+        assert c["last_order_date"] == (max(f["order_date"] for f in fo) if fo else None)
+        tier = "platinum" if revenue >= 10000 else "gold" if revenue >= 1000 else "silver" if revenue > 0 else "none"
+        assert c["ltv_tier"] == tier
+    assert matched and with_events, (matched, with_events)

