@@ -12,7 +12,10 @@ Column types (how a raw string is parsed in silver):
 - ``rate``       decimal(18,8)
 - ``integer``    int
 - ``date``       ``YYYY-MM-DD``
-- ``timestamp``  ISO-8601 with ``Z``/``+HH:MM``, or ``YYYY-MM-DD HH:MM:SS`` meaning UTC
+- ``timestamp``  ISO-8601 ``YYYY-MM-DDTHH:MM:SS[.f]`` with ``Z``/``±HH:MM``, or
+  ``YYYY-MM-DD HH:MM:SS`` meaning UTC; a date alone is not a timestamp (``invalid_<col>``).
+  Columns ending in ``_ts``/``_at`` and the CRM's ``created_date``/``last_modified_date``
+  (CRM exports write full timestamps there) are timestamps.
 - ``boolean``    true/false (Spark's boolean cast vocabulary)
 - ``json``       kept as text when it is valid JSON, else null (counted, not quarantined)
 """
@@ -85,7 +88,8 @@ class Dataset:
     description: str
     owner: str
     references: tuple[Reference, ...] = ()
-    #: the date column used for the as-of FX conversion of ``amount`` (None: no conversion)
+    #: the timestamp (or date) column whose UTC date is the as-of date of the FX conversion of
+    #: ``amount`` (None: no conversion)
     fx_date_column: str | None = None
     extension: str = field(default="")
 
@@ -136,8 +140,8 @@ DATASETS: tuple[Dataset, ...] = (
             _c("billing_city", description="Billing city"),
             _c("billing_country", description="Billing country code, upper-case", norm="upper"),
             _c("primary_email", description="Primary contact email (PII)", norm="email", pii="email"),
-            _c("created_date", "date", "Date the account was created"),
-            _c("last_modified_date", "date", "Version: date of the last change"),
+            _c("created_date", "timestamp", "Time the account was created, UTC"),
+            _c("last_modified_date", "timestamp", "Version: time of the last change, UTC"),
         ),
         key=("account_id",),
         version="last_modified_date",
@@ -180,8 +184,8 @@ DATASETS: tuple[Dataset, ...] = (
             _c("currency", description="ISO currency code, upper-case, known", norm="upper"),
             _c("close_date", "date", "Expected or actual close date"),
             _c("probability", "integer", "Win probability in percent, 0-100"),
-            _c("created_date", "date", "Creation date; the FX conversion date"),
-            _c("last_modified_date", "date", "Version: date of the last change"),
+            _c("created_date", "timestamp", "Creation time, UTC; its UTC date is the FX conversion date"),
+            _c("last_modified_date", "timestamp", "Version: time of the last change, UTC"),
         ),
         key=("opportunity_id",),
         version="last_modified_date",
@@ -194,7 +198,7 @@ DATASETS: tuple[Dataset, ...] = (
             "created_date",
             "last_modified_date",
         ),
-        description="CRM sales opportunities, converted to USD as of their creation date.",
+        description="CRM sales opportunities, converted to USD as of the UTC date of their creation.",
         owner="team:crm-data",
         references=(Reference("account_id", "accounts", "account_id", "orphan_account"),),
         fx_date_column="created_date",

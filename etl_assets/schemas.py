@@ -123,7 +123,7 @@ def silver_model(ds: Dataset) -> type[pa.DataFrameModel]:
             ("amount_usd", MONEY, {"nullable": False, "ge": 0, "description": "amount / as-of FX rate, half-up to cents"}),
         ]
     elif ds.name == "opportunities":
-        fields.append(("amount_usd", MONEY, {"nullable": False, "ge": 0, "description": "amount / FX rate as of created_date"}))
+        fields.append(("amount_usd", MONEY, {"nullable": False, "ge": 0, "description": "amount / FX rate as of the UTC date of created_date, half-up to cents"}))
     elif ds.name == "behavior":
         fields.append(("urls", T.ArrayType(T.StringType(), True), {"nullable": False, "description": "Non-null url_1, url_2"}))
     return _model(f"Silver_{ds.name}", fields + _lineage_fields(nullable_dt=False),

@@ -52,8 +52,9 @@ def fact_orders(orders: DataFrame, order_events: DataFrame) -> DataFrame:
 
 
 def crm_match(customers: DataFrame, accounts: DataFrame) -> DataFrame:
-    """customer_id -> the matching account (same email hash; greatest last_modified_date, then
-    smallest account_id)."""
+    """customer_id -> the matching account (same email hash; greatest last_modified_date -- a
+    UTC timestamp, so two changes on the same day are ordered by time -- then smallest
+    account_id)."""
     w = Window.partitionBy("customer_id").orderBy(
         F.col("last_modified_date").desc_nulls_last(), F.col("account_id").asc()
     )

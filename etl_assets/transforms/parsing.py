@@ -30,7 +30,10 @@ def clean(col: Column) -> Column:
 
 
 def parse_timestamp(s: Column) -> Column:
-    """ISO-8601 ``...T...Z|±HH:MM`` (fraction up to 9 digits, truncated to micros) or space form (UTC)."""
+    """ISO-8601 ``...T...Z|±HH:MM`` (fraction up to 9 digits, truncated to micros) or space form (UTC).
+
+    A date alone (``YYYY-MM-DD``) is not a timestamp: null, so the caller flags ``invalid_<col>``.
+    Neither form depends on the session time zone (the space form is read as ``...Z``)."""
     # Spark parses up to microseconds; longer fractions are cut to 6 digits first.
     iso = F.regexp_replace(s, r"(\.\d{6})\d+", "$1")
     return (
@@ -38,9 +41,17 @@ def parse_timestamp(s: Column) -> Column:
             s.rlike(_TS_ISO_RE),
             F.try_to_timestamp(iso, F.lit("yyyy-MM-dd'T'HH:mm:ss[.SSSSSS]XXX")),
         )
-        .when(s.rlike(_TS_SPACE_RE), F.try_to_timestamp(s, F.lit("yyyy-MM-dd HH:mm:ss")))
+        .when(
+            s.rlike(_TS_SPACE_RE),
+            F.try_to_timestamp(F.concat(s, F.lit("Z")), F.lit("yyyy-MM-dd HH:mm:ssXXX")),
+        )
         .otherwise(F.lit(None).cast("timestamp"))
     )
+
+
+def utc_date(ts: Column) -> Column:
+    """The UTC calendar date of a timestamp, whatever the session time zone."""
+    return F.date_from_unix_date(F.floor(F.unix_micros(ts) / F.lit(86_400_000_000)).cast("int"))
 
 
 def parse_date(s: Column) -> Column:

@@ -34,6 +34,7 @@ from etl_assets.transforms.parsing import (
     clean,
     normalise_email,
     parse_json,
+    utc_date,
 )
 
 OUTCOMES = ("duplicate", "quarantine", "superseded", "silver")
@@ -144,7 +145,8 @@ def rule_checks(ds: Dataset, known_currencies: list[str]) -> list[tuple[Column, 
     elif n == "products":
         checks += [(p("unit_price") < 0, "invalid_unit_price"), (cur_unknown, "invalid_currency")]
     elif n == "orders":
-        future = F.try_to_timestamp(F.col("_dt"), F.lit("yyyy-MM-dd")) + F.expr("INTERVAL 2 DAYS")
+        # 00:00 UTC of _dt + 2 days, whatever the session time zone
+        future = F.timestamp_seconds((F.unix_date(F.try_to_date(F.col("_dt"), "yyyy-MM-dd")) + 2) * 86_400)
         checks += [
             (p("quantity") < 1, "invalid_quantity"),
             (p("amount") < 0, "invalid_amount"),
@@ -205,6 +207,13 @@ def mark_current(df: DataFrame, ds: Dataset) -> DataFrame:
 # -- step 4 ---------------------------------------------------------------------------------
 
 
+def known_currencies(fx: DataFrame | None) -> list[str]:
+    """The contract's known currencies besides ``USD``: every ``quote_ccy`` of silver fx rates."""
+    if fx is None:
+        return []
+    return sorted(r[0] for r in fx.select("quote_ccy").distinct().collect() if r[0] is not None)
+
+
 def asof_rates(keys: DataFrame, fx: DataFrame) -> DataFrame:
     """For distinct (``_ccy``, ``_fx_date``) pairs, the silver rate of the greatest
     ``rate_date`` on or before ``_fx_date`` (null when there is none)."""
@@ -246,7 +255,10 @@ def apply_references(
     if ds.fx_date_column:
         if fx is None:
             raise ValueError(f"{ds.name} needs silver fx rates for the USD conversion")
-        df = df.withColumn("_ccy", p("currency")).withColumn("_fx_date", F.to_date(p(ds.fx_date_column)))
+        # the as-of date: the UTC date of the timestamp (order_ts; opportunities' created_date)
+        fx_col = ds.column(ds.fx_date_column)
+        fx_date = p(fx_col.name) if fx_col.type == "date" else utc_date(p(fx_col.name))
+        df = df.withColumn("_ccy", p("currency")).withColumn("_fx_date", fx_date)
         pairs = df.where(current & (F.col("_ccy") != "USD")).select("_ccy", "_fx_date").distinct()
         df = df.join(F.broadcast(asof_rates(pairs, fx)), ["_ccy", "_fx_date"], "left")
         usd = F.col("_ccy") == "USD"
@@ -305,7 +317,7 @@ def silver_columns(ds: Dataset, pii: Pii) -> list[Column]:
             continue
         cols.append(p(c.name).alias(c.name))
     if ds.name == "orders":
-        cols += [F.to_date(p("order_ts")).alias("order_date"), F.col("amount_usd")]
+        cols += [utc_date(p("order_ts")).alias("order_date"), F.col("amount_usd")]
     elif ds.name == "opportunities":
         cols.append(F.col("amount_usd"))
     elif ds.name == "behavior":
