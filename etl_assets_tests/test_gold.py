@@ -61,13 +61,13 @@ def silver(spark):
     accounts = spark.createDataFrame(
         [
             # h1 matches a1 and a2 with the same last_modified_date -> smallest account_id (a1)
-            ("a2", "h1", "Retail", Decimal("5.00"), D(2026, 9, 1)),
-            ("a1", "h1", "Finance", Decimal("7.00"), D(2026, 9, 1)),
+            ("a2", "h1", "Retail", Decimal("5.00"), TS(2026, 9, 1, 8)),
+            ("a1", "h1", "Finance", Decimal("7.00"), TS(2026, 9, 1, 8)),
             # h2 matches a3 (older) and a4 (newer) -> a4
-            ("a3", "h2", "Energy", Decimal("1.00"), D(2026, 1, 1)),
-            ("a4", "h2", "Media", Decimal("2.00"), D(2026, 2, 1)),
+            ("a3", "h2", "Energy", Decimal("1.00"), TS(2026, 1, 1, 8)),
+            ("a4", "h2", "Media", Decimal("2.00"), TS(2026, 2, 1, 8)),
         ],
-        "account_id string, primary_email_hash string, industry string, annual_revenue decimal(18,2), last_modified_date date",
+        "account_id string, primary_email_hash string, industry string, annual_revenue decimal(18,2), last_modified_date timestamp",
     )
     opportunities = spark.createDataFrame(
         [
@@ -118,6 +118,32 @@ def test_customer_360(silver):
     ]
 
 
+def test_crm_match_orders_same_day_changes_by_time(spark):
+    """``last_modified_date`` is a timestamp: of two accounts changed on the same day, the one
+    changed later wins, although its account_id is greater (a date-only order would tie and
+    fall back to the smallest account_id)."""
+    customers = spark.createDataFrame(
+        [("c1", "h1", "DE", "smb", D(2025, 1, 1)), ("c2", "h2", "DE", "smb", D(2025, 1, 1))],
+        "customer_id string, email_hash string, country string, segment string, signup_date date",
+    )
+    accounts = spark.createDataFrame(
+        [
+            ("a1", "h1", "Finance", Decimal("1.00"), TS(2026, 3, 28, 8, 0, 0)),
+            ("a2", "h1", "Retail", Decimal("2.00"), TS(2026, 3, 28, 17, 30, 0)),
+            # one microsecond later is later
+            ("b1", "h2", "Energy", Decimal("3.00"), TS(2026, 3, 28, 9, 0, 0)),
+            ("b2", "h2", "Media", Decimal("4.00"), TS(2026, 3, 28, 9, 0, 0, 1)),
+        ],
+        "account_id string, primary_email_hash string, industry string, annual_revenue decimal(18,2), last_modified_date timestamp",
+    )
+    fact = spark.createDataFrame([], "customer_id string, order_date date, amount_usd decimal(18,2), is_revenue boolean")
+    empty_b = spark.createDataFrame([], "customer_id string, session_id string, event_ts timestamp")
+    empty_o = spark.createDataFrame([], "account_id string, stage string, amount_usd decimal(18,2)")
+    got = {r["customer_id"]: (r["crm_account_id"], r["industry"], r["annual_revenue"])
+           for r in G.customer_360(customers, fact, empty_b, accounts, empty_o).collect()}
+    assert got == {"c1": ("a2", "Retail", Decimal("2.00")), "c2": ("b2", "Media", Decimal("4.00"))}
+
+
 def test_ltv_tier_boundaries(spark):
     fact = spark.createDataFrame(
         [(c, D(2026, 1, 1), Decimal(v), True) for c, v in [("x1", "999.99"), ("x2", "1000.00"), ("x3", "9999.99"), ("x4", "0.01")]],
@@ -128,7 +154,7 @@ def test_ltv_tier_boundaries(spark):
         "customer_id string, email_hash string, country string, segment string, signup_date date",
     )
     empty_b = spark.createDataFrame([], "customer_id string, session_id string, event_ts timestamp")
-    empty_a = spark.createDataFrame([], "account_id string, primary_email_hash string, industry string, annual_revenue decimal(18,2), last_modified_date date")
+    empty_a = spark.createDataFrame([], "account_id string, primary_email_hash string, industry string, annual_revenue decimal(18,2), last_modified_date timestamp")
     empty_o = spark.createDataFrame([], "account_id string, stage string, amount_usd decimal(18,2)")
     tiers = {r["customer_id"]: r["ltv_tier"] for r in G.customer_360(customers, fact, empty_b, empty_a, empty_o).collect()}
     assert tiers == {"x1": "silver", "x2": "gold", "x3": "gold", "x4": "silver"}

@@ -162,8 +162,8 @@ def test_dataset_rules_each_reason(spark, pii):
                 "amount": "-1",
                 "currency": "ABC",
                 "probability": "150",
-                "created_date": "2026-02-30",
-                "last_modified_date": "2026-11-01",
+                "created_date": "2026-02-30T10:00:00Z",  # no such day
+                "last_modified_date": TS,
             }
         ],
         known=["EUR"],
@@ -184,7 +184,7 @@ def test_dataset_rules_each_reason(spark, pii):
     assert q.collect()[0]["_reasons"] == ["invalid_base_ccy", "invalid_quote_ccy", "invalid_rate"]
     _, _, q, _ = run(spark, pii, "customers", [customer("c1", country="USA")])
     assert q.collect()[0]["_reasons"] == ["invalid_country"]
-    _, _, q, _ = run(spark, pii, "accounts", [{"account_id": "a", "annual_revenue": "-3", "last_modified_date": "2026-11-01"}])
+    _, _, q, _ = run(spark, pii, "accounts", [{"account_id": "a", "annual_revenue": "-3", "last_modified_date": TS}])
     assert q.collect()[0]["_reasons"] == ["invalid_annual_revenue"]
     _, _, q, _ = run(
         spark, pii, "products", [{"product_id": "p", "unit_price": "-1", "currency": "usd", "last_modified_ts": TS}]
@@ -211,9 +211,9 @@ def test_dataset_rules_each_reason(spark, pii):
 def test_normalisation_vocabularies_and_optional_rules(spark, pii):
     rows = [
         {"account_id": " a1 ", "industry": "  finance", "billing_country": "de", "annual_revenue": "",
-         "primary_email": "  Bob@Example.COM ", "last_modified_date": "2026-11-01"},
-        {"account_id": "a2", "industry": "Space", "primary_email": "not-an-email", "last_modified_date": "2026-11-01"},
-        {"account_id": "a3", "last_modified_date": "2026-11-01"},
+         "primary_email": "  Bob@Example.COM ", "last_modified_date": TS},
+        {"account_id": "a2", "industry": "Space", "primary_email": "not-an-email", "last_modified_date": TS},
+        {"account_id": "a3", "last_modified_date": TS},
     ]
     _, silver, _, counts = run(spark, pii, "accounts", rows)
     s = rows_by(silver, "account_id")
