@@ -163,6 +163,12 @@ RATE_EVENT_NULL_CUSTOMER = 0.03   # order_events: customer_id null (optional col
 # -- timestamp text formats ------------------------------------------------------------
 # weights of: "YYYY-MM-DDTHH:MM:SSZ", with ".mmmZ", "YYYY-MM-DD HH:MM:SS" (UTC), "±HH:MM" offset
 TS_FORMAT_WEIGHTS = (0.55, 0.20, 0.10, 0.15)
+#: CRM exports (accounts/opportunities created_date, last_modified_date): full timestamps, mostly
+#: "...Z" as the CRM writes them ("2026-03-28T08:00:00Z"), some re-saved by a spreadsheet in the
+#: space form (UTC), a few with milliseconds or a local offset
+CRM_TS_FORMAT_WEIGHTS = (0.65, 0.05, 0.25, 0.05)
+RATE_CRM_DATE_ONLY = 0.002        # accounts/opportunities: created_date or last_modified_date written as a date
+                                  # alone ("2026-11-03", an old export) -> not a timestamp: invalid_<col>
 TS_OFFSETS_MIN = (120, 330, -480, 60, -300, 540, -180)
 
 # -- FX -------------------------------------------------------------------------------------
@@ -327,11 +333,12 @@ def _weighted(rng: random.Random, pairs):
     return pairs[-1][0]
 
 
-def _fmt_ts(rng: random.Random, sec: int, ms: int = 0, kind: int | None = None) -> str:
+def _fmt_ts(rng: random.Random, sec: int, ms: int = 0, kind: int | None = None,
+            weights: tuple = TS_FORMAT_WEIGHTS) -> str:
     """Render an epoch second (+ms) as one of the contract's timestamp text formats."""
     if kind is None:
         r = rng.random()
-        w0, w1, w2, _ = TS_FORMAT_WEIGHTS
+        w0, w1, w2, _ = weights
         kind = 0 if r < w0 else 1 if r < w0 + w1 else 2 if r < w0 + w1 + w2 else 3
     if kind == 0:
         return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(sec))
@@ -345,6 +352,25 @@ def _fmt_ts(rng: random.Random, sec: int, ms: int = 0, kind: int | None = None) 
     frac = f".{ms:03d}" if (kind == 3 and rng.random() < 0.3) else ""
     base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec + off * 60))
     return f"{base}{frac}{sign}{a // 60:02d}:{a % 60:02d}"
+
+
+def _crm_ts(rng: random.Random, sec: int) -> str:
+    """A CRM export's timestamp text (see CRM_TS_FORMAT_WEIGHTS)."""
+    return _fmt_ts(rng, sec, rng.randrange(1000), weights=CRM_TS_FORMAT_WEIGHTS)
+
+
+def _crm_date_only(rng: random.Random, row: list, cols: tuple[int, int]) -> None:
+    """RATE_CRM_DATE_ONLY: one of the CRM timestamp columns cut to its date (in place)."""
+    if rng.random() < RATE_CRM_DATE_ONLY:
+        i = rng.choice(cols)
+        v = row[i]
+        if isinstance(v, str) and len(v) >= 19 and v[4] == "-" and v[10] in "T ":
+            row[i] = v[:10]
+
+
+def _epoch(d: date) -> int:
+    """Epoch second of 00:00 UTC of a date."""
+    return int(datetime(d.year, d.month, d.day, tzinfo=timezone.utc).timestamp())
 
 
 def _same_instant(rng: random.Random, text: str, sec: int) -> str:
@@ -834,7 +860,7 @@ class _Ctx:
 # crm/accounts
 # --------------------------------------------------------------------------------------
 ACCOUNT_SPEC = _Spec(ACCOUNT_COLS, key=("account_id",), required=("last_modified_date",),
-                     text=("account_name", "billing_city"), dates=("created_date", "last_modified_date"),
+                     text=("account_name", "billing_city"), timestamps=("created_date", "last_modified_date"),
                      numbers=("annual_revenue",), codes=("billing_country",), emails=("primary_email",),
                      ids=("account_id",))
 
@@ -863,8 +889,9 @@ def _gen_accounts(ctx: _Ctx) -> None:
 
     def row(st):
         r = [st["id"], st["name"], st["industry"], st["revenue"], st["city"], st["country"], st["email"],
-             st["created"].isoformat(), st["lmd"].isoformat()]
+             st["created_s"], st["v_str"]]
         _mutate(rng, r, ACCOUNT_SPEC)
+        _crm_date_only(rng, r, (7, 8))
         if rng.random() < RATE_INVALID_VALUE and r[3] and r[3][0].isdigit():
             r[3] = "-" + r[3]
         x = rng.random()
@@ -886,7 +913,8 @@ def _gen_accounts(ctx: _Ctx) -> None:
         dt = ctx.dates[d]
         for kind, st in sched[d]:
             if kind == "update":
-                st["lmd"] = dt
+                sec = ctx.rand_sec(rng, d)
+                st["v_sec"], st["v_str"] = sec, _crm_ts(rng, sec)
                 st["revenue"] = revenue()
                 if rng.random() < 0.3:
                     country, _, cities = _weighted(rng, geo_pairs)
@@ -896,10 +924,12 @@ def _gen_accounts(ctx: _Ctx) -> None:
                 rows.append(row(st))
                 _maybe_repeat(rng, sched, d, days, st)
             elif kind == "stale":
-                s2 = dict(st, lmd=st["lmd"] - timedelta(days=rng.randint(1, 30)), revenue=revenue())
+                sec = st["v_sec"] - rng.randint(1, 30) * DAY_SECONDS - rng.randrange(3600)
+                s2 = dict(st, v_str=_crm_ts(rng, sec), revenue=revenue())
                 rows.append(row(s2))
-            else:  # tie: same last_modified_date, different content
-                rows.append(row(dict(st, revenue=revenue(), city=st["city"] + " Downtown")))
+            else:  # tie: same last_modified_date (the same instant, maybe written in another zone), other content
+                rows.append(row(dict(st, v_str=_same_instant(rng, st["v_str"], st["v_sec"]), revenue=revenue(),
+                                     city=st["city"] + " Downtown")))
         n_new = max(quotas[d] - len(sched[d]), int(MIN_NEW_SHARE * quotas[d]))
         for _ in range(n_new):
             aid = f"ACC-{next_id:07d}"
@@ -917,9 +947,14 @@ def _gen_accounts(ctx: _Ctx) -> None:
                 slug = _ascii(nm.split("\n")[0])[:14] or "company"
                 email = f"{rng.choice(ACCOUNT_EMAIL_ROLES)}@{slug}{next_id}.com"
             ctx.account_emails.append(email)
-            created = dt - timedelta(days=rng.randint(0, 1500)) if rng.random() < 0.4 else dt
+            sec = ctx.rand_sec(rng, d)
+            if rng.random() < 0.4:
+                created = sec - rng.randint(0, 1500) * DAY_SECONDS - rng.randrange(DAY_SECONDS)
+            else:
+                created = sec - rng.randrange(min(3600, sec - ctx.day_start[d]) + 1)   # earlier that day
             st = {"id": aid, "name": nm, "industry": rng.choice(INDUSTRIES), "revenue": revenue(),
-                  "city": rng.choice(cities), "country": country, "email": email, "created": created, "lmd": dt}
+                  "city": rng.choice(cities), "country": country, "email": email,
+                  "created_s": _crm_ts(rng, created), "v_sec": sec, "v_str": _crm_ts(rng, sec)}
             rows.append(row(st))
             _plan_fate(rng, sched, d, days, st, UPDATE_RATE[name], w.ties)
             next_id += 1
@@ -1007,7 +1042,7 @@ def _gen_contacts(ctx: _Ctx) -> None:
 # --------------------------------------------------------------------------------------
 OPP_SPEC = _Spec(OPP_COLS, key=("opportunity_id",),
                  required=("account_id", "amount", "currency", "stage", "created_date", "last_modified_date"),
-                 text=("opportunity_name",), dates=("close_date", "created_date", "last_modified_date"),
+                 text=("opportunity_name",), dates=("close_date",), timestamps=("created_date", "last_modified_date"),
                  numbers=("amount", "probability"), codes=("currency", "stage"), ids=("opportunity_id", "account_id"))
 
 
@@ -1022,8 +1057,7 @@ def _gen_opportunities(ctx: _Ctx) -> None:
 
     def row(st):
         r = [st["id"], st["account_id"], st["name"], st["stage"], _money_str(rng, st["amount"]), st["ccy"],
-             st["close"].isoformat(), str(STAGE_PROBABILITY[st["stage"]]), st["created"].isoformat(),
-             st["lmd"].isoformat()]
+             st["close"].isoformat(), str(STAGE_PROBABILITY[st["stage"]]), st["created_s"], st["v_str"]]
         if rng.random() < 0.05:
             r[7] = None                                            # probability is optional
         _mutate(rng, r, OPP_SPEC)
@@ -1038,6 +1072,7 @@ def _gen_opportunities(ctx: _Ctx) -> None:
             r[5] = rng.choice(UNKNOWN_CURRENCIES)
         if r[1] and r_() < RATE_ORPHAN:
             r[1] = _orphan_id(rng, "ACC", 7)
+        _crm_date_only(rng, r, (8, 9))
         return r
 
     for d in range(days):
@@ -1045,7 +1080,8 @@ def _gen_opportunities(ctx: _Ctx) -> None:
         dt = ctx.dates[d]
         for kind, st in sched[d]:
             if kind == "update":
-                st["lmd"] = dt
+                sec = ctx.rand_sec(rng, d)
+                st["v_sec"], st["v_str"] = sec, _crm_ts(rng, sec)
                 if st["stage"] not in ("Closed Won", "Closed Lost"):
                     i = STAGES.index(st["stage"])
                     st["stage"] = rng.choice(("Closed Won", "Closed Lost")) if i >= 3 else STAGES[i + 1]
@@ -1053,10 +1089,11 @@ def _gen_opportunities(ctx: _Ctx) -> None:
                 rows.append(row(st))
                 _maybe_repeat(rng, sched, d, days, st)
             elif kind == "stale":
-                rows.append(row(dict(st, lmd=st["lmd"] - timedelta(days=rng.randint(1, 20)),
-                                     amount=st["amount"] + 1000_00)))
-            else:
-                rows.append(row(dict(st, amount=st["amount"] + 500_00, name=st["name"] + " (rev)")))
+                sec = st["v_sec"] - rng.randint(1, 20) * DAY_SECONDS - rng.randrange(3600)
+                rows.append(row(dict(st, v_str=_crm_ts(rng, sec), amount=st["amount"] + 1000_00)))
+            else:  # tie: the same instant (maybe in another zone), other content
+                rows.append(row(dict(st, v_str=_same_instant(rng, st["v_str"], st["v_sec"]),
+                                     amount=st["amount"] + 500_00, name=st["name"] + " (rev)")))
         n_new = max(quotas[d] - len(sched[d]), int(MIN_NEW_SHARE * quotas[d]))
         n_acc = ctx.accounts_cum[d]
         for _ in range(n_new):
@@ -1069,11 +1106,19 @@ def _gen_opportunities(ctx: _Ctx) -> None:
             if ccy != "USD" and rng.random() < RATE_OPP_BEFORE_FX_HISTORY / 0.30:
                 created = ctx.fx_first - timedelta(days=rng.randint(1, 400))
             stage = rng.choice(STAGES) if created < dt else rng.choice(STAGES[:3])
+            # created_date is a timestamp whose UTC date is `created` (the FX conversion date);
+            # last_modified_date a time of day d after it
+            sec = ctx.rand_sec(rng, d)
+            if created == dt:
+                created_sec = ctx.day_start[d] + rng.randrange(sec - ctx.day_start[d] + 1)
+            else:
+                created_sec = _epoch(created) + rng.randrange(DAY_SECONDS)
             usd = rng.choice((5_000, 10_000, 25_000, 50_000, 120_000, 400_000)) * rng.uniform(0.5, 1.5)
             st = {"id": f"OPP-{next_id:07d}", "account_id": f"ACC-{rng.randint(1, max(1, n_acc)):07d}",
                   "name": f"{rng.choice(COMPANY_A)} - {rng.choice(OPP_THEMES)}", "stage": stage,
                   "amount": _to_ccy_cents(usd, ctx.fx.rate(ccy, created), ccy), "ccy": ccy,
-                  "close": created + timedelta(days=rng.randint(14, 240)), "created": created, "lmd": dt}
+                  "close": created + timedelta(days=rng.randint(14, 240)),
+                  "created_s": _crm_ts(rng, created_sec), "v_sec": sec, "v_str": _crm_ts(rng, sec)}
             rows.append(row(st))
             _plan_fate(rng, sched, d, days, st, UPDATE_RATE[name], w.ties)
             next_id += 1
