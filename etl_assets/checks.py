@@ -41,8 +41,6 @@ QUARANTINE_RATE = "quarantine_rate"
 REFERENTIAL = "referential_integrity"
 VOLUME = "volume"
 DRIFT = "schema_drift"
-REASONS = "reasons_present"
-LINEAGE = "lineage_complete"
 READABLE = "files_readable"
 
 
@@ -254,19 +252,35 @@ def dq_rules(dataset: str) -> dict:
     return rules
 
 
-def conservation_outcome(counts) -> Outcome:
-    total = counts.duplicate_row + counts.quarantined + counts.superseded + counts.silver_rows
+def conservation_outcome(counts, bronze_rows: int, silver_written: int, quarantined_written: int) -> Outcome:
+    """``bronze = duplicate_row + quarantined + superseded + silver`` with each side counted on its
+    own, so the check can fail: ``bronze_rows`` from the published bronze table (its Parquet
+    footers), ``silver_written``/``quarantined_written`` the rows the staging writes of the two
+    tables saw, duplicate and superseded rows from the classification (``counts``). A frame that
+    loses or repeats rows on the way to the lake, or a classification that did not see every
+    published bronze row, fails it."""
+    total = counts.duplicate_row + counts.superseded + silver_written + quarantined_written
+    passed = bronze_rows == total
+    description = ""
+    if not passed:
+        description = (f"bronze {bronze_rows} != {total} accounted for (duplicate {counts.duplicate_row} + "
+                       f"superseded {counts.superseded} + silver {silver_written} + quarantined {quarantined_written} "
+                       f"written)")
+        if (counts.silver_rows, counts.quarantined) != (silver_written, quarantined_written):
+            description += (f"; classified silver {counts.silver_rows}, quarantined {counts.quarantined}")
+        if counts.bronze_rows != bronze_rows:
+            description += f"; the classification read {counts.bronze_rows} bronze rows"
     return Outcome(
         name=CONSERVATION,
-        passed=counts.conserved,
-        description="" if counts.conserved else f"bronze {counts.bronze_rows} != {total} accounted for",
-        failed_rows=abs(counts.bronze_rows - total),
+        passed=passed,
+        description=description,
+        failed_rows=abs(bronze_rows - total),
         metadata={
-            "bronze_rows": counts.bronze_rows,
+            "bronze_rows": bronze_rows,
             "duplicate_row": counts.duplicate_row,
-            "quarantined": counts.quarantined,
+            "quarantined": quarantined_written,
             "superseded": counts.superseded,
-            "silver_rows": counts.silver_rows,
+            "silver_rows": silver_written,
         },
     )
 

@@ -97,10 +97,16 @@ def counts(bronze=100, dup=5, q=10, sup=5, silver=80, reasons=None):
 
 
 def test_conservation():
-    assert checks.conservation_outcome(counts()).passed
-    bad = checks.conservation_outcome(counts(silver=79))
-    assert not bad.passed and bad.failed_rows == 1 and bad.severity == "ERROR"
-    assert "bronze 100 != 99" in bad.description
+    # bronze as published, silver and quarantined as written, duplicate/superseded as classified
+    assert checks.conservation_outcome(counts(), 100, 80, 10).passed
+    # the silver write lost a row the classification counted: fails, although the counts add up
+    bad = checks.conservation_outcome(counts(), 100, 79, 10)
+    assert counts().conserved and not bad.passed and bad.failed_rows == 1 and bad.severity == "ERROR"
+    assert bad.blocking_failure and "bronze 100 != 99" in bad.description and "classified silver 80" in bad.description
+    # the published bronze table has a row the classification never saw
+    unseen = checks.conservation_outcome(counts(), 101, 80, 10)
+    assert not unseen.passed and "the classification read 100 bronze rows" in unseen.description
+    assert unseen.metadata["bronze_rows"] == 101
 
 
 def test_quarantine_rate_thresholds_from_dq_yaml():
@@ -169,6 +175,32 @@ def test_every_asset_has_checks():
     checked = {ck.asset_key for ck in graph.asset_check_keys}
     keys = set(graph.get_all_asset_keys())
     assert keys and keys <= checked, f"assets without checks: {sorted(k.to_user_string() for k in keys - checked)}"
+    names = {(ck.asset_key.path[0], ck.name) for ck in graph.asset_check_keys}
+    # checks that could not fail are not asset checks (lineage set by ingest, reasons built non-empty
+    # by the classification): they are unit tests (below, and test_silver.py)
+    assert not {n for _, n in names} & {"lineage_complete", "reasons_present"}, sorted(names)
+    assert ("silver", checks.CONSERVATION) in names and ("bronze", checks.READABLE) in names
+    assert ("quarantine", checks.SCHEMA) in names
+
+
+def test_bronze_lineage_columns_name_file_day_and_run(spark, tmp_path):
+    """Every bronze row names the landed file it came from, its dt folder, the ingestion time and
+    the run (what the removed lineage_complete asset check used to re-check on every run)."""
+    ds = dataset("customers")
+    landing = tmp_path / "landing"
+    generate(landing, days=2, seed=9, scale=0.005)
+    store = LocalLandingStore(str(landing))
+    files = store.dataset_files(ds)
+    read = read_bronze(spark, ds, store, "run-lineage")
+    rows = read.df.select("_source_file", "_dt", "_ingested_at", "_run_id").collect()
+    assert rows and {r["_run_id"] for r in rows} == {"run-lineage"}
+    assert all(r["_ingested_at"] is not None for r in rows)
+    uris = {f.uri: f.dt for f in files}
+    sources = {r["_source_file"] for r in rows}
+    assert sources <= set(uris), sorted(sources - set(uris))[:3]  # the landing URI, not Spark's path
+    assert {uris[u] for u in sources} == {f.dt for f in files} and len({f.dt for f in files}) == 2
+    for r in rows:
+        assert r["_dt"] == uris[r["_source_file"]], r
 
 
 # -- the quality gate ----------------------------------------------------------------------
@@ -225,3 +257,34 @@ def test_gate_keeps_previous_version_and_skips_downstream(tmp_path, monkeypatch,
     assert not any(m.asset_key == customers for m in (ev.event_specific_data.materialization
                    for ev in second.get_asset_materialization_events()))
     assert step_events.get("silver_customers") == "STEP_FAILURE"
+
+
+def test_conservation_gate_counts_what_was_written(tmp_path, monkeypatch, spark):
+    """A silver frame that loses a row on its way to the lake is caught by conservation (the
+    classification's own counts still add up) and blocks publishing."""
+    from etl_assets.assets import factory
+
+    landing, lake = tmp_path / "landing", tmp_path / "lake"
+    generate(landing, days=1, seed=6, scale=0.005)
+    settings = Settings(env="local", landing_uri=str(landing), lake_uri=str(lake), pii_salt=TEST_PII.salt,
+                        pii_key=TEST_PII.key)
+    defs = build_definitions(settings)
+    customers = [AssetKey(["silver", "customers"]), AssetKey(["quarantine", "customers"])]
+    first = materialize(list(defs.assets), resources=defs.resources, instance=DagsterInstance.ephemeral(),
+                        selection=[AssetKey(["bronze", "customers"]), *customers])
+    assert first.success
+    real = factory.silver_frame
+    lost = sorted(r[0] for r in spark.read.parquet(str(lake / "silver" / "customers")).select("customer_id").collect())[0]
+    monkeypatch.setattr(factory, "silver_frame", lambda *a: real(*a).where(f"customer_id != '{lost}'"))
+    second = materialize(list(defs.assets), resources=defs.resources, instance=DagsterInstance.ephemeral(),
+                         selection=customers, raise_on_error=False)
+    assert not second.success
+    evaluations = {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data
+                   for e in second.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
+                   and e.asset_check_evaluation_data.asset_key == customers[0]}
+    conservation = evaluations[checks.CONSERVATION]
+    assert not conservation.passed and conservation.metadata["failed_rows"].value == 1
+    assert "silver" in conservation.metadata["what_failed"].value
+    assert evaluations[checks.SCHEMA].passed  # nothing else is wrong with the frame
+    # the previous version stays
+    assert lost in {r[0] for r in spark.read.parquet(str(lake / "silver" / "customers")).select("customer_id").collect()}
