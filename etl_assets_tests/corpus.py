@@ -7,9 +7,11 @@ each file must add to bronze, counted by hand from the bytes written here.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
+from decimal import Decimal
 from pathlib import Path
 
 import pyarrow as pa
@@ -45,6 +47,14 @@ ODD_NAMES = {
 LINKED_FILE = f"crm/accounts/dt={D2}/linked.csv"
 LINKED_DIR = "crm/accounts/dt=2026-11-10"
 FIFO = f"crm/opportunities/dt={D2}/pipe.csv"
+# contract cases the small sample never reaches (a return needs days): one valid customer and
+# product, two USD orders of 1 and 5 units, the first RETURNED -> return_rate 1/6 = 0.1667
+RETURNS = {
+    "customers": f"warehouse/customers/dt={D1}/returns-case.csv",
+    "products": f"warehouse/products/dt={D1}/returns-case.csv",
+    "orders": f"warehouse/orders/dt={D1}/returns-case.parquet",
+    "order_events": f"stream/order_events/dt={D2}/returns-case.jsonl",
+}
 
 MB = 1 << 20
 HUGE_LINE_BYTES = 10 * MB
@@ -133,6 +143,26 @@ def build_corpus(landing: Path, sentinel: Path) -> None:
     })
     (landing / RETYPED).parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(retyped, landing / RETYPED)
+    # the returns case: valid rows, typed like the generated Parquet file
+    put(RETURNS["customers"], _csv(CUSTOMER_HEADER, [["CX-RET-1", "ret@example.com", "Ret", "Urn", "+1 555 0101", "DE",
+                                                      "retail", "2026-01-01", f"{D1}T08:00:00Z"]]))
+    put(RETURNS["products"], _csv(PRODUCT_HEADER, [["PX-RET-1", "SKU-RET", "Boomerang", "toys", "10.00", "USD",
+                                                    "true", f"{D1}T08:00:00Z"]]))
+    schema = pq.read_schema(good)
+    ts = [pa.scalar(dt.datetime(2026, 11, 8, 10, m, tzinfo=dt.timezone.utc)) for m in (0, 5)]
+    orders = {"order_id": ["O-RET-1", "O-RET-2"], "customer_id": ["CX-RET-1"] * 2, "product_id": ["PX-RET-1"] * 2,
+              "order_ts": ts, "quantity": [1, 5], "unit_price": [Decimal("10.00")] * 2,
+              "amount": [Decimal("10.00"), Decimal("50.00")], "currency": ["USD"] * 2, "status": ["PLACED"] * 2,
+              "last_modified_ts": ts}
+    (landing / RETURNS["orders"]).parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({f.name: pa.array([getattr(v, "value", v) for v in orders[f.name]], f.type)
+                             for f in schema}), landing / RETURNS["orders"])
+    put(RETURNS["order_events"], "".join(json.dumps(e) + "\n" for e in [
+        {"event_id": "OE-RET-1", "order_id": "O-RET-1", "customer_id": "CX-RET-1", "event_type": "PLACED",
+         "event_ts": f"{D1}T10:00:00Z", "payload": None},
+        {"event_id": "OE-RET-2", "order_id": "O-RET-1", "customer_id": "CX-RET-1", "event_type": "RETURNED",
+         "event_ts": f"{D2}T10:00:00Z", "payload": None},
+    ]).encode())
     # one JSON line of 10 MB (a big metadata object), then a normal line
     blob = "x" * HUGE_LINE_BYTES
     put(HUGE_LINE, (json.dumps(_event("EV-HUGE-1", metadata={"blob": blob})) + "\n"
@@ -170,11 +200,11 @@ EXPECTED_BRONZE_ROWS = {
     "accounts": len(FORMULA_VALUES) + 1,  # the formulas and the odd file name
     "contacts": 1,  # the BOM file
     "opportunities": 0,
-    "customers": 2,  # the Latin-1 line (kept as a corrupt record) and the UTF-8 line
-    "products": 3 + 1,  # three semicolon lines (malformed) and the 1 MB cell
-    "orders": 2,  # the retyped file
+    "customers": 2 + 1,  # the Latin-1 line (kept as a corrupt record), the UTF-8 line; the returns case
+    "products": 3 + 1 + 1,  # three semicolon lines (malformed), the 1 MB cell; the returns case
+    "orders": 2 + 2,  # the retyped file; the returns case
     "behavior": 2 + 3 + 1,  # the 10 MB line and the next, the nesting file, the odd name
-    "order_events": 2,  # the invalid bytes line and the valid one
+    "order_events": 2 + 2,  # the invalid bytes line and the valid one; the returns case
     "rates": 0,
 }
 

@@ -8,6 +8,7 @@ published silver tables, not with the platform's Spark code.
 from __future__ import annotations
 
 import collections
+import datetime as dt
 from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
@@ -239,7 +240,10 @@ def test_product_performance_daily_recomputed(e2e):
         assert r["category"] == category.get(k[1]), k
         assert Decimal(str(r["return_rate"])) == _half_up(Decimal(e["returned_units"]) / Decimal(e["units"]), "0.0001")
         returns += e["returned_units"] > 0
-    assert returns, "no returned order in the sample: the return rate is never tested"
+    assert returns, "no returned order: the return rate is never tested (corpus.RETURNS provides one)"
+    case = got[(dt.date(2026, 11, 8), "PX-RET-1")]  # corpus.RETURNS, by hand: 1 of 6 units returned
+    assert (case["orders"], case["units"], case["returned_units"], case["revenue_usd"]) == (2, 6, 1, Decimal("50.00"))
+    assert Decimal(str(case["return_rate"])) == Decimal("0.1667")
 
 
 def test_customer_360_crm_and_behaviour_fields_recomputed(e2e):
