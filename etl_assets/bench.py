@@ -361,7 +361,7 @@ def bare(landing: str, lake_uri: str) -> dict:
     from etl_assets.settings import load_settings
     from etl_assets.storage import landing_store
     from etl_assets.transforms.bronze import bronze_schema, read_bronze
-    from etl_assets.transforms.silver import Pii, classify, quarantine_frame, silver_frame
+    from etl_assets.transforms.silver import Pii, classify, known_currencies, quarantine_frame, silver_frame
 
     t0 = time.monotonic()
     settings = load_settings()
@@ -379,7 +379,7 @@ def bare(landing: str, lake_uri: str) -> dict:
         bronze = lake.read(spark, "bronze", ds.name)
         targets = {r.target: lake.read(spark, "silver", r.target) for r in ds.references}
         fx = lake.read(spark, "silver", "rates") if "rates" in ds.upstream_silver else None
-        known = [r[0] for r in fx.select("quote_ccy").distinct().collect()] if fx is not None else []
+        known = known_currencies(fx)
         classified = classify(bronze, ds, targets, fx, known).persist(StorageLevel.MEMORY_AND_DISK)
         lake.publish(silver_frame(classified, ds, pii), "silver", ds.name)
         lake.publish(quarantine_frame(classified, ds, pii), "quarantine", ds.name)

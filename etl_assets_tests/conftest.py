@@ -44,7 +44,7 @@ def test_spark_resource() -> SparkResource:
 test_spark_resource.__test__ = False  # a factory, not a test
 
 
-_BASELINE: dict[str, str] = {}
+_SHARED: dict = {}  # the session of the ``spark`` fixture and its settings when created
 
 
 def _conf(session) -> dict[str, str]:
@@ -56,26 +56,29 @@ def _conf(session) -> dict[str, str]:
 def spark():
     session = test_spark_resource().get_session()
     session.sparkContext.setLogLevel("ERROR")
-    _BASELINE.update(_conf(session))
+    _SHARED.update(session=session, baseline=_conf(session))
     yield session
 
 
 @pytest.fixture(autouse=True)
 def _spark_conf():
     """After every test, put the shared session's runtime settings back to the ``spark``
-    fixture's: a test or an in-process run that changed them leaves nothing behind."""
+    fixture's: a test or an in-process run that changed, added or unset one leaves nothing
+    behind."""
     yield
-    from pyspark.sql import SparkSession
-
-    session = SparkSession.getActiveSession()
-    if session is None or not _BASELINE:
+    session, baseline = _SHARED.get("session"), _SHARED.get("baseline")
+    if session is None:
         return
-    for key, value in _conf(session).items():
-        if _BASELINE.get(key) == value:
+    try:
+        current = _conf(session)
+    except Exception:  # noqa: BLE001 - a test stopped the session: nothing to put back
+        return
+    for key in set(baseline) | set(current):
+        if baseline.get(key) == current.get(key):
             continue
         try:
-            if key in _BASELINE:
-                session.conf.set(key, _BASELINE[key])
+            if key in baseline:
+                session.conf.set(key, baseline[key])
             else:
                 session.conf.unset(key)
         except Exception:  # noqa: BLE001 - a static setting cannot change at run time anyway
@@ -150,10 +153,21 @@ SLOW_TIMEOUT_S = 1200  # a whole-run test (make test-slow) without a limit of it
 CI_SKIP_MARK = "cannot run in CI:"
 
 
+SHARED_RUN_TIMEOUT_S = 900  # a test that may be the first to ask for the shared run pays for it
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
-        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+        if item.get_closest_marker("timeout"):
+            continue
+        if item.get_closest_marker("slow"):
             item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
+        elif "lake_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.timeout(SHARED_RUN_TIMEOUT_S))
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
 def _unexplained_skips(terminalreporter) -> list[str]:
@@ -166,7 +180,7 @@ def _unexplained_skips(terminalreporter) -> list[str]:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    if os.environ.get("CI") and _unexplained_skips(terminalreporter):
+    if _in_ci() and _unexplained_skips(terminalreporter):
         terminalreporter.section("skipped in CI without a reason naming why it cannot run there")
         for line in _unexplained_skips(terminalreporter):
             terminalreporter.write_line(line)
@@ -174,5 +188,5 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
 def pytest_sessionfinish(session, exitstatus):
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    if os.environ.get("CI") and reporter is not None and _unexplained_skips(reporter) and exitstatus == 0:
+    if _in_ci() and reporter is not None and _unexplained_skips(reporter) and exitstatus == 0:
         session.exitstatus = 1

@@ -104,6 +104,8 @@ def build_corpus(landing: Path, sentinel: Path) -> None:
         p.write_bytes(data)
         return p
 
+    # a generated orders file (the first by name, before any corpus file exists)
+    good = sorted((landing / "warehouse" / "orders").rglob("*.parquet"))[0]
     for key in EMPTY.values():
         put(key, b"")
     put(HEADER_ONLY, (",".join(dataset("contacts").source_columns) + "\r\n").encode())
@@ -124,7 +126,6 @@ def build_corpus(landing: Path, sentinel: Path) -> None:
         + json.dumps({"event_id": "OE-OK-1", "order_id": "O-NOPE", "event_type": "PAID",
                       "event_ts": "2026-11-02T10:00:00Z", "payload": None}).encode() + b"\n")
     # a Parquet file cut in half (no footer)
-    good = next((landing / "warehouse" / "orders").rglob("*.parquet"))
     data = good.read_bytes()
     put(TRUNCATED, data[: len(data) // 2])
     # a Parquet file with the wrong column types: quantity text, order_ts text, amount double
@@ -149,13 +150,13 @@ def build_corpus(landing: Path, sentinel: Path) -> None:
     put(RETURNS["products"], _csv(PRODUCT_HEADER, [["PX-RET-1", "SKU-RET", "Boomerang", "toys", "10.00", "USD",
                                                     "true", f"{D1}T08:00:00Z"]]))
     schema = pq.read_schema(good)
-    ts = [pa.scalar(dt.datetime(2026, 11, 8, 10, m, tzinfo=dt.timezone.utc)) for m in (0, 5)]
+    ts = [dt.datetime(2026, 11, 8, 10, m, tzinfo=dt.timezone.utc) for m in (0, 5)]
     orders = {"order_id": ["O-RET-1", "O-RET-2"], "customer_id": ["CX-RET-1"] * 2, "product_id": ["PX-RET-1"] * 2,
               "order_ts": ts, "quantity": [1, 5], "unit_price": [Decimal("10.00")] * 2,
               "amount": [Decimal("10.00"), Decimal("50.00")], "currency": ["USD"] * 2, "status": ["PLACED"] * 2,
               "last_modified_ts": ts}
     (landing / RETURNS["orders"]).parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table({f.name: pa.array([getattr(v, "value", v) for v in orders[f.name]], f.type)
+    pq.write_table(pa.table({f.name: pa.array(orders[f.name], f.type)
                              for f in schema}), landing / RETURNS["orders"])
     put(RETURNS["order_events"], "".join(json.dumps(e) + "\n" for e in [
         {"event_id": "OE-RET-1", "order_id": "O-RET-1", "customer_id": "CX-RET-1", "event_type": "PLACED",

@@ -285,9 +285,13 @@ def test_behavior_orphan_customer_and_anonymous(spark, pii):
     assert reasons_by(q, "event_id") == {"orphan": ["orphan_customer"]}
 
 
-def test_opportunities_orphan_missing_rate_and_usd_at_the_utc_date_of_created_date(spark, pii):
+@pytest.mark.parametrize("session_tz", ["UTC", "America/New_York"])
+def test_opportunities_orphan_missing_rate_and_usd_at_the_utc_date_of_created_date(spark, pii, session_tz):
     """``amount_usd`` uses the rate as of the UTC date of ``created_date``: 2026-03-01T23:30-05:00
-    is 2026-03-02 in UTC, 2026-03-02T01:00+02:00 is 2026-03-01."""
+    is 2026-03-02 in UTC, 2026-03-02T01:00+02:00 is 2026-03-01 -- whatever the session's time
+    zone (in New York, the session's local date of "east" would be 2026-03-01 19:00, of "west"
+    2026-03-01 23:30)."""
+    spark.conf.set("spark.sql.session.timeZone", session_tz)  # put back after the test (conftest)
     rate_0301, rate_0302 = Decimal("2"), Decimal("4")
     fx = silver_rates(spark, pii, [("2026-03-01", "EUR", str(rate_0301)), ("2026-03-02", "EUR", str(rate_0302))])
     rows = [

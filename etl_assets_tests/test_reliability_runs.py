@@ -293,6 +293,8 @@ def test_spark_worker_killed_mid_job(world, tmp_path):
         rc = proc.wait(timeout=RUN_TIMEOUT)
         text = log.read_text(errors="replace")
         assert rc == 0, f"the run did not survive the lost worker (exit {rc}):\n{tail(log, 80)}"
+        lost = text.lower().count("lost executor") + text.count("ExecutorLost")
+        assert lost, f"Spark never lost an executor: the kill proved nothing\n{tail(log, 40)}"
         runs, steps = _step_events(home)
         assert len(runs) == 1 and runs[0].status == DagsterRunStatus.SUCCESS, [(r.run_id, r.status) for r in runs]
         assert steps and any(k.startswith("silver_") for k in steps), sorted(steps)

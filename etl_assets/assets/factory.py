@@ -32,7 +32,7 @@ from etl_assets.transforms.bronze import Drift, file_drift
 from etl_assets.resources import PlatformResource, SparkResource
 from etl_assets.ingest import BronzeConfig, IngestConfigError, ingest_bronze, table_footer_stats, unreadable_files
 from etl_assets.lake import LakeLockTimeout, Write
-from etl_assets.transforms.silver import classify, outcome_counts, quarantine_frame, silver_frame
+from etl_assets.transforms.silver import classify, known_currencies, outcome_counts, quarantine_frame, silver_frame
 from etl_assets.docs import reason_metrics
 from etl_assets.lineage import column_lineage_metadata
 
@@ -297,7 +297,7 @@ def silver_asset(ds: Dataset):
         bronze = lake.read(session, "bronze", ds.name)
         targets = {r.target: lake.read(session, "silver", r.target) for r in ds.references}
         fx = lake.read(session, "silver", "rates") if "rates" in ds.upstream_silver else None
-        known = [r[0] for r in fx.select("quote_ccy").distinct().collect()] if fx is not None else []
+        known = known_currencies(fx)
         classified = classify(bronze, ds, targets, fx, known).persist(StorageLevel.MEMORY_AND_DISK)
         try:
             # the first action on the cached frame: computes the classification (which a write
