@@ -13,9 +13,14 @@ DAYS ?= 7
 SEED ?= 42
 
 .PHONY: install run test test-slow dev sample clean check-java docs browser-deps system-deps rebuild checksums bench \
-	asset-graph load-report
+	asset-graph load-report jars
 
-install: $(STAMP) browser-deps system-deps
+install: $(STAMP) jars browser-deps system-deps
+
+# Delta Lake and S3A jars (etl_assets/jars.py): fetched once into ~/.cache/etl_assets/jars (ETL_JARS_DIR),
+# checked by SHA-1; returns at once when they are there.
+jars: $(STAMP)
+	@$(BIN)/python etl_assets/jars.py
 
 # Headless Chromium + chromedriver (Debian packages) for the browser test; returns at once when present.
 browser-deps:
