@@ -16,6 +16,7 @@ import os
 
 from dagster import ConfigurableResource, EnvVar, in_process_executor, multiprocess_executor
 from pydantic import Field, PrivateAttr
+from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
 from etl_assets.jars import jar_paths
@@ -130,7 +131,7 @@ class SparkResource(ConfigurableResource):
                     "spark.driver.bindAddress", "127.0.0.1"
                 )
         conf = {**BASE_CONF, "spark.sql.shuffle.partitions": str(self.shuffle_partitions)}
-        if not self.remote and SparkSession.getActiveSession() is None:
+        if not self.remote and SparkContext._active_spark_context is None:
             # a session this process creates: Delta and S3A from the cached jars (a session that
             # already exists, spark-submit's on EMR, brings its own)
             conf.update({"spark.jars": ",".join(jar_paths()), **DELTA_CONF, **s3a_conf()})

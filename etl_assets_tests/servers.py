@@ -196,10 +196,12 @@ def _alive_workers(ui_url: str) -> int:
 @contextlib.contextmanager
 def spark_connect_server(workdir: Path, master: str = "local[2]", driver_memory: str = "2g", timeout: float = 180,
                          conf: dict | None = None):
-    """``start-connect-server.sh --wait`` (foreground) on a free port; yields ``sc://127.0.0.1:port``.
-
-    The Connect server ships with pyspark 4 (``jars/spark-connect_*.jar``): no download."""
-    from etl_assets.resources import BASE_CONF
+    """The Spark Connect server in the foreground (what ``start-connect-server.sh --wait`` runs:
+    ``spark-submit --class SparkConnectServer``; the pip package ships the server's jar but not
+    that script) on a free port, with Delta Lake and S3A from the cached jars; yields
+    ``sc://127.0.0.1:port``."""
+    from etl_assets.jars import jar_paths
+    from etl_assets.resources import BASE_CONF, DELTA_CONF, s3a_conf
 
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -208,13 +210,16 @@ def spark_connect_server(workdir: Path, master: str = "local[2]", driver_memory:
     conf = {
         **(conf or {}),
         **BASE_CONF,  # server-side settings a Connect client cannot set (spark.hadoop.*, UI)
+        **DELTA_CONF,
+        **s3a_conf(env),
         "spark.connect.grpc.binding.address": "127.0.0.1",
         "spark.connect.grpc.binding.port": str(port),
         "spark.driver.host": "127.0.0.1",
         "spark.driver.bindAddress": "127.0.0.1",
     }
-    cmd = [str(SPARK_HOME / "sbin" / "start-connect-server.sh"), "--wait", "--master", master,
-           "--driver-memory", driver_memory]
+    cmd = [str(SPARK_HOME / "bin" / "spark-submit"), "--class", "org.apache.spark.sql.connect.service.SparkConnectServer",
+           "--name", "Spark Connect server", "--master", master, "--driver-memory", driver_memory,
+           "--jars", ",".join(jar_paths())]
     for k, v in conf.items():
         cmd += ["--conf", f"{k}={v}"]
     proc = _start(cmd, log, env)
