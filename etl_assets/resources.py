@@ -21,6 +21,7 @@ from pyspark.sql import SparkSession
 
 from etl_assets.jars import jar_paths
 from etl_assets.lake import Lake
+from etl_assets.s3 import s3a_spark_conf
 from etl_assets.storage import LandingStore, landing_store
 from etl_assets.transforms.silver import Pii
 
@@ -48,34 +49,6 @@ DELTA_CONF = {
 # Settings a Spark Connect client cannot set: they belong to the server's (static) configuration.
 _SERVER_SIDE_PREFIXES = ("spark.ui", "spark.hadoop", "spark.driver", "spark.executor", "spark.master",
                          "spark.jars", "spark.sql.extensions", "spark.sql.catalog.spark_catalog")
-
-
-def s3a_conf(environ=None) -> dict[str, str]:
-    """The standard AWS settings, as boto3 reads them, mapped onto Hadoop's S3A connector, so that
-    ``s3://`` and ``s3a://`` paths reach the same endpoint with the same credentials.
-
-    - ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` (MinIO, moto, LocalStack): ``fs.s3a.endpoint``
-      with path-style access, TLS as the URL says;
-    - ``AWS_REGION`` / ``AWS_DEFAULT_REGION``: ``fs.s3a.endpoint.region``;
-    - credentials: the AWS SDK's default chain (environment, ``AWS_PROFILE`` and the shared
-      files, web identity, container and instance roles), as boto3 does.
-    """
-    env = os.environ if environ is None else environ
-    conf = {
-        "spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",  # s3:// as S3A
-        "spark.hadoop.fs.s3a.aws.credentials.provider":
-            "software.amazon.awssdk.auth.credentials.DefaultCredentialsProvider",
-    }
-    endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
-    if endpoint:
-        conf["spark.hadoop.fs.s3a.endpoint"] = endpoint
-        conf["spark.hadoop.fs.s3a.path.style.access"] = "true"
-        conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] = str(endpoint.startswith("https:")).lower()
-    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
-    if region:
-        conf["spark.hadoop.fs.s3a.endpoint.region"] = region
-    return conf
-
 
 def is_connect_session(spark) -> bool:
     """True for a Spark Connect session (no ``sparkContext``, no JVM in this process)."""
@@ -134,7 +107,7 @@ class SparkResource(ConfigurableResource):
         if not self.remote and SparkContext._active_spark_context is None:
             # a session this process creates: Delta and S3A from the cached jars (a session that
             # already exists, spark-submit's on EMR, brings its own)
-            conf.update({"spark.jars": ",".join(jar_paths()), **DELTA_CONF, **s3a_conf()})
+            conf.update({"spark.jars": ",".join(jar_paths()), **DELTA_CONF, **s3a_spark_conf()})
         conf.update(self.conf)
         for k, v in conf.items():
             if self.remote and k.startswith(_SERVER_SIDE_PREFIXES):

@@ -20,18 +20,13 @@ i.e. exponential backoff with jitter on throttling, 5xx and connection errors.
 | ``ETL_STAGING_DIR`` | parent of the per-run staging folders (needs room for the objects one run ingests) | system temp |
 | ``ETL_S3_DOWNLOAD_THREADS`` | objects staged in parallel | ``8`` |
 
-**Spark reading S3 directly (``ETL_S3_READ_MODE=s3a``).** Spark 4.x ships Hadoop 3.4 client
-jars but not the S3A connector. Add ``org.apache.hadoop:hadoop-aws:<the Hadoop version of your
-Spark build, 3.4.x>`` and the AWS SDK v2 bundle it was built against
-(``software.amazon.awssdk:bundle:2.2x.y``, see hadoop-aws's POM), e.g.
-``spark.jars.packages=org.apache.hadoop:hadoop-aws:3.4.1,software.amazon.awssdk:bundle:2.24.6``,
-or bake both jars into the image. Credentials come from
-``spark.hadoop.fs.s3a.aws.credentials.provider`` -- on EKS/EC2/ECS use
-``software.amazon.awssdk.auth.credentials.DefaultCredentialsProvider`` (env, web identity,
-container and instance profiles); ``s3a_spark_conf()`` below builds these settings (endpoint and
-path-style access for a custom ``AWS_ENDPOINT_URL`` included) for ``SparkResource.conf``. On EMR,
-EMRFS serves ``s3://`` natively and no jars are needed. With the default ``stage`` mode no Hadoop
-S3 jars are needed at all (this repository's machines have none).
+**Spark reading S3 directly (``ETL_S3_READ_MODE=s3a``).** Sessions that ``SparkResource``
+creates load hadoop-aws 3.5.0 with a slim set of AWS SDK v2 modules (``etl_assets/jars.py``,
+cached by ``make install``) and ``s3a_spark_conf()`` below: the standard AWS settings boto3 reads
+(``AWS_ENDPOINT_URL(_S3)`` with path-style access, ``AWS_REGION``, credentials through the SDK's
+``DefaultCredentialsProvider``: environment, ``AWS_PROFILE``, web identity, container and
+instance roles) mapped onto ``fs.s3a.*``, and ``s3://`` served by S3A too. On EMR, EMRFS
+serves ``s3://`` natively with its own jars.
 """
 
 from __future__ import annotations
@@ -158,10 +153,11 @@ class LandingS3Resource(S3Resource):
 
 
 def s3a_spark_conf(environ: dict | None = None) -> dict[str, str]:
-    """Spark settings for reading ``s3a://`` with hadoop-aws 3.4 + AWS SDK v2 (see module doc)."""
+    """Spark settings for ``s3a://`` and ``s3://`` with hadoop-aws + AWS SDK v2 (see module doc)."""
     env = os.environ if environ is None else environ
     conf = {
         "spark.hadoop.fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+        "spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",  # s3:// as S3A
         "spark.hadoop.fs.s3a.aws.credentials.provider": env.get(
             "ETL_S3A_CREDENTIALS_PROVIDER",
             "software.amazon.awssdk.auth.credentials.DefaultCredentialsProvider",

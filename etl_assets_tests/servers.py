@@ -201,7 +201,8 @@ def spark_connect_server(workdir: Path, master: str = "local[2]", driver_memory:
     that script) on a free port, with Delta Lake and S3A from the cached jars; yields
     ``sc://127.0.0.1:port``."""
     from etl_assets.jars import jar_paths
-    from etl_assets.resources import BASE_CONF, DELTA_CONF, s3a_conf
+    from etl_assets.resources import BASE_CONF, DELTA_CONF
+    from etl_assets.s3 import s3a_spark_conf
 
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -211,7 +212,7 @@ def spark_connect_server(workdir: Path, master: str = "local[2]", driver_memory:
         **(conf or {}),
         **BASE_CONF,  # server-side settings a Connect client cannot set (spark.hadoop.*, UI)
         **DELTA_CONF,
-        **s3a_conf(env),
+        **s3a_spark_conf(env),
         "spark.connect.grpc.binding.address": "127.0.0.1",
         "spark.connect.grpc.binding.port": str(port),
         "spark.driver.host": "127.0.0.1",

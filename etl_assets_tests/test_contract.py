@@ -27,11 +27,9 @@ from etl_assets.transforms.silver import (
     Pii,
     classify,
     known_currencies,
-    outcome_counts,
-    quarantine_frame,
     silver_frame,
 )
-from etl_assets_tests.helpers import bronze, rows_by
+from etl_assets_tests.helpers import bronze, classified, rows_by
 
 TS = "2026-11-01T10:00:00Z"
 UTC = dt.timezone.utc
@@ -48,16 +46,9 @@ def half_up(x: Decimal) -> Decimal:
 
 
 def run(spark, pii, name, rows, targets=None, fx=None, known=None):
-    """Classify hand-made bronze rows: (silver, quarantine, counts); references without given
-    targets see empty tables."""
-    ds = dataset(name)
-    targets = dict(targets or {})
-    for ref in ds.references:
-        targets.setdefault(ref.target, spark.createDataFrame([], f"{ref.target_column} string"))
-    if ds.fx_date_column and fx is None:
-        fx = spark.createDataFrame([], "rate_date date, quote_ccy string, rate decimal(18,8)")
-    c = classify(bronze(spark, name, rows), ds, targets, fx, known or []).cache()
-    return silver_frame(c, ds, pii), quarantine_frame(c, ds, pii), outcome_counts(c, ds)
+    """Classify hand-made bronze rows (``helpers.classified``)."""
+    _, silver, quarantine, counts = classified(spark, pii, name, rows, targets, fx, known)
+    return silver, quarantine, counts
 
 
 def reasons_by(q, key: str) -> dict:

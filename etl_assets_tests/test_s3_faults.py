@@ -46,6 +46,7 @@ from etl_assets.settings import Settings
 from etl_assets.storage import LandingError
 from etl_assets_tests.conftest import TEST_PII
 from etl_assets_tests.fault_proxy import FaultProxy, Rule
+from etl_assets_tests.helpers import Scenario
 from etl_assets_tests.moto_server import moto_s3  # noqa: F401  (fixture)
 
 MAX_ATTEMPTS = 5  # the platform's default ETL_S3_MAX_ATTEMPTS
@@ -270,36 +271,9 @@ def flow(proxy, moto_s3, spark, tmp_path_factory):  # noqa: F811
         yield flow
 
 
-class Scenario:
-    """Steps of one scenario, each run once, in order, when first needed: ``check(n)`` runs the
-    steps up to ``n`` not run yet and re-raises step ``n``'s own failure, so ``test_flow_2``
-    alone (``-k``, ``--lf``) runs step 1 first and any test order gives the same verdicts. A step
-    after a failed one is not run and its test fails saying so."""
-
-    def __init__(self, flow, steps):
-        self.flow, self.steps, self.results = flow, steps, {}
-
-    def check(self, n: int) -> None:
-        for i, step in enumerate(self.steps[:n], start=1):
-            if i in self.results:
-                continue
-            failed = next((j for j, e in self.results.items() if e is not None), None)
-            if failed is not None:
-                pytest.fail(f"step {n} not run: step {failed} ({self.steps[failed - 1].__name__}) failed")
-            try:
-                step(self.flow)
-                self.results[i] = None
-            except (Exception, pytest.fail.Exception) as e:  # noqa: BLE001 - reported by its test
-                self.results[i] = e
-            finally:
-                self.flow.proxy.clear()  # no fault rule outlives its step
-        if self.results[n] is not None:
-            raise self.results[n]
-
-
 @pytest.fixture(scope="module")
 def scenario(flow):
-    return Scenario(flow, [
+    return Scenario(flow, after_step=lambda flow: flow.proxy.clear(), steps=[
         _step_1_arrivals_under_faults_are_ingested_exactly_once,
         _step_2_undownloadable_object_fails_by_name_then_is_ingested_once,
     ])

@@ -42,6 +42,7 @@ from etl_assets.sensors import ArrivalCursor, evaluate_arrivals, landing_arrival
 from etl_assets.settings import Settings
 from etl_assets.storage import LandedFile, LandingError, LandingStore, LocalLandingStore
 from etl_assets_tests.conftest import TEST_PII
+from etl_assets_tests.helpers import Scenario
 from etl_assets_tests.moto_server import moto_s3  # noqa: F401  (fixture)
 
 BUCKET, PREFIX = "landing-test", "landing"
@@ -127,30 +128,6 @@ class Flow:
         result = evaluate_automation_conditions(defs=self.defs, instance=self.instance, cursor=self.auto_cursor)
         self.auto_cursor = result.cursor
         return result
-
-
-class Scenario:
-    """Steps of one scenario, each run once, in order, when first needed: ``check(n)`` runs the
-    steps up to ``n`` not run yet and re-raises step ``n``'s own failure. A step after a failed
-    one is not run (its state would be meaningless) and its test fails saying so."""
-
-    def __init__(self, flow, steps):
-        self.flow, self.steps, self.results = flow, steps, {}
-
-    def check(self, n: int) -> None:
-        for i, step in enumerate(self.steps[:n], start=1):
-            if i in self.results:
-                continue
-            failed = next((j for j, e in self.results.items() if e is not None), None)
-            if failed is not None:
-                pytest.fail(f"step {n} not run: step {failed} ({self.steps[failed - 1].__name__}) failed")
-            try:
-                step(self.flow)
-                self.results[i] = None
-            except (Exception, pytest.fail.Exception) as e:  # noqa: BLE001 - reported by its test
-                self.results[i] = e
-        if self.results[n] is not None:
-            raise self.results[n]
 
 
 def requested_keys(result) -> set[AssetKey]:
@@ -401,7 +378,7 @@ def _step_8_reprocessing_equals_a_fresh_run(flow: Flow):
 
 @pytest.fixture(scope="module")
 def scenario(flow):
-    return Scenario(flow, [
+    return Scenario(flow, steps=[
         _step_1_first_files_are_ingested,
         _step_2_automation_reaches_silver_and_gold,
         _step_3_next_tick_only_new_files,

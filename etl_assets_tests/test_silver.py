@@ -9,8 +9,8 @@ from decimal import Decimal
 from pyspark.sql import functions as F
 
 from etl_assets.registry import dataset
-from etl_assets.transforms.silver import classify, outcome_counts, quarantine_frame, silver_frame
-from etl_assets_tests.helpers import bronze, rows_by
+from etl_assets.transforms.silver import classify
+from etl_assets_tests.helpers import bronze, classified, rows_by
 
 TS = "2026-11-01T10:00:00Z"
 
@@ -34,15 +34,8 @@ def fx_silver(spark, rows):
 
 
 def run(spark, pii, name, rows, targets=None, fx=None, known=None):
-    """Classify hand-made bronze rows; references without given targets see empty tables."""
-    ds = dataset(name)
-    targets = dict(targets or {})
-    for ref in ds.references:
-        targets.setdefault(ref.target, spark.createDataFrame([], f"{ref.target_column} string"))
-    if ds.fx_date_column and fx is None:
-        fx = spark.createDataFrame([], "rate_date date, quote_ccy string, rate decimal(18,8)")
-    c = classify(bronze(spark, name, rows), ds, targets, fx, known or []).cache()
-    return c, silver_frame(c, ds, pii), quarantine_frame(c, ds, pii), outcome_counts(c, ds)
+    """Classify hand-made bronze rows (``helpers.classified``)."""
+    return classified(spark, pii, name, rows, targets, fx, known)
 
 
 def customer(i, **kw):

@@ -1,5 +1,5 @@
 """Spark loads Delta Lake and S3A from the jars ``make install`` cached (``etl_assets/jars.py``),
-and maps the standard AWS settings onto S3A (``resources.s3a_conf``).
+and maps the standard AWS settings onto S3A (``s3.s3a_spark_conf``).
 
 The tables are read back without Spark, with the ``deltalake`` package, as any Delta reader
 would: on a folder and on S3 (moto's server on 127.0.0.1).
@@ -16,7 +16,7 @@ from pathlib import Path
 from deltalake import DeltaTable
 
 from etl_assets.jars import JARS, jar_paths
-from etl_assets.resources import s3a_conf
+from etl_assets.s3 import s3a_spark_conf
 from etl_assets_tests.moto_server import moto_s3  # noqa: F401  (fixture)
 from etl_assets_tests.servers import clean_env
 
@@ -48,18 +48,19 @@ def test_the_session_writes_delta_tables_that_deltalake_reads(spark, tmp_path):
 
 
 def test_s3a_settings_follow_the_standard_aws_variables():
-    conf = s3a_conf({"AWS_ENDPOINT_URL": "http://127.0.0.1:9000", "AWS_REGION": "eu-west-1"})
+    conf = s3a_spark_conf({"AWS_ENDPOINT_URL": "http://127.0.0.1:9000", "AWS_REGION": "eu-west-1"})
     assert conf["spark.hadoop.fs.s3a.endpoint"] == "http://127.0.0.1:9000"
     assert conf["spark.hadoop.fs.s3a.path.style.access"] == "true"
     assert conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] == "false"
     assert conf["spark.hadoop.fs.s3a.endpoint.region"] == "eu-west-1"
     assert conf["spark.hadoop.fs.s3.impl"] == "org.apache.hadoop.fs.s3a.S3AFileSystem"
     # the S3-specific endpoint wins, as in boto3; on AWS itself no endpoint is set
-    conf = s3a_conf({"AWS_ENDPOINT_URL": "http://a", "AWS_ENDPOINT_URL_S3": "https://b", "AWS_DEFAULT_REGION": "us-east-2"})
+    conf = s3a_spark_conf({"AWS_ENDPOINT_URL": "http://a", "AWS_ENDPOINT_URL_S3": "https://b",
+                           "AWS_DEFAULT_REGION": "us-east-2"})
     assert conf["spark.hadoop.fs.s3a.endpoint"] == "https://b"
     assert conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] == "true"
     assert conf["spark.hadoop.fs.s3a.endpoint.region"] == "us-east-2"
-    aws = s3a_conf({})
+    aws = s3a_spark_conf({})
     assert "spark.hadoop.fs.s3a.endpoint" not in aws and "spark.hadoop.fs.s3a.endpoint.region" not in aws
     assert aws["spark.hadoop.fs.s3a.aws.credentials.provider"].endswith("DefaultCredentialsProvider")
 
