@@ -15,12 +15,11 @@ followed by ``record(...)``, which appends one row:
 | ``started_at`` | UTC: when the step computing the version started |
 | ``finished_at`` | UTC: when the version was published (after the atomic swap) |
 
-**Append-only, atomic and concurrency-safe without a lock.** Each row is its own small Parquet
-file written by pyarrow on the driver (no Spark job): first to a hidden temporary file
-``.tmp-<uuid>.parquet`` inside ``<lake>/gold/audit_log/``, flushed and fsynced, then renamed to
-``<finished_at>-<run>-<layer>-<table>-<uuid>.parquet``. ``rename`` within one folder is atomic, so
-a reader (pyarrow or Spark, both skip names starting with ``.`` and ``_``) sees a whole file or
-none, and two runs never write the same name. Nothing ever rewrites or deletes an audit file.
+**Append-only, atomic and concurrency-safe without a lock.** ``gold/audit_log`` is a Delta table;
+each row is appended by ``deltalake`` on the driver (no Spark job) as one Delta commit, followed by
+its ``_publish`` row (``Lake.append``). Local commits are an atomic create-if-absent, so two runs
+appending at once both land (the later one retries on the next version). Nothing rewrites or
+deletes audit rows except the compliance jobs, which record themselves here too.
 
 Who launched a run (``launched_by``), first match wins:
 
@@ -41,11 +40,9 @@ import datetime as dt
 import functools
 import os
 import subprocess
-import uuid
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LAYER, TABLE = "gold", "audit_log"
@@ -101,12 +98,14 @@ def launched_by(tags: dict[str, str] | None) -> str:
     return "manual"
 
 
-def audit_dir(lake_root: str | Path) -> Path:
-    return Path(lake_root) / LAYER / TABLE
+def _lake(lake):
+    from etl_assets.lake import Lake
+
+    return lake if isinstance(lake, Lake) else Lake(str(lake))
 
 
 def append(
-    lake_root: str | Path,
+    lake,
     *,
     run_id: str,
     job: str | None,
@@ -116,12 +115,11 @@ def append(
     code_version: str,
     started_at: dt.datetime,
     finished_at: dt.datetime,
-) -> Path:
-    """Append one audit row as its own Parquet file (temp file + fsync + rename); returns it."""
+) -> int:
+    """Append one audit row to ``gold/audit_log`` of ``lake`` (a ``Lake`` or its root) in one
+    Delta commit; returns the table version it created."""
     if started_at > finished_at:
         raise ValueError(f"audit row for {asset}: started_at {started_at} is after finished_at {finished_at}")
-    folder = audit_dir(lake_root)
-    folder.mkdir(parents=True, exist_ok=True)
     row = pa.Table.from_pylist(
         [
             {
@@ -137,28 +135,7 @@ def append(
         ],
         schema=SCHEMA,
     )
-    unique = uuid.uuid4().hex
-    tmp = folder / f".tmp-{unique}.parquet"
-    stamp = finished_at.astimezone(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    final = folder / f"{stamp}-{run_id[:8]}-{asset.replace('/', '-')}-{unique[:12]}.parquet"
-    try:
-        with open(tmp, "wb") as f:
-            pq.write_table(row, f, compression="snappy")
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, final)  # atomic within the folder; the name is unique
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    try:  # make the new directory entry durable too
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:  # pragma: no cover - e.g. a file system without directory fsync
-        pass
-    return final
+    return _lake(lake).append(LAYER, TABLE, row, run_id)["version"]
 
 
 def record(context, lake, layer: str, table: str, rows: int, started_at: dt.datetime) -> dict:
@@ -177,7 +154,7 @@ def record(context, lake, layer: str, table: str, rows: int, started_at: dt.date
         started_at=started_at,
         finished_at=utcnow(),
     )
-    path = append(lake.root, **row)
+    version = append(lake, **row)
     context.log_event(
         AssetObservation(
             asset_key=AssetKey([LAYER, TABLE]),
@@ -186,20 +163,20 @@ def record(context, lake, layer: str, table: str, rows: int, started_at: dt.date
                 "rows": row["rows"],
                 "launched_by": row["launched_by"],
                 "code_version": row["code_version"],
-                "audit_file": MetadataValue.path(str(path)),
+                "audit_log_version": version,
+                "audit_log": MetadataValue.path(lake.path(LAYER, TABLE)),
             },
         )
     )
     return row
 
 
-def read(lake_root: str | Path) -> pa.Table:
-    """Every audit row (pyarrow; hidden temp files are skipped); empty when there is none."""
-    folder = audit_dir(lake_root)
-    files = sorted(p for p in folder.glob("*.parquet") if not p.name.startswith((".", "_"))) if folder.is_dir() else []
-    if not files:
+def read(lake) -> pa.Table:
+    """Every audit row (pyarrow, read by ``deltalake``); empty when there is none."""
+    lake = _lake(lake)
+    if not lake.exists(LAYER, TABLE):
         return SCHEMA.empty_table()
-    return pa.concat_tables([pq.read_table(p, schema=SCHEMA) for p in files])
+    return lake.arrow(LAYER, TABLE).cast(SCHEMA)
 
 
 def audit_log_spec():
@@ -227,13 +204,13 @@ def audit_log_spec():
     return AssetSpec(
         key=AssetKey([LAYER, TABLE]),
         group_name="gold",
-        kinds={"parquet", "pyarrow"},
+        kinds={"delta", "pyarrow"},
         owners=[OWNER],
         tags={"layer": "gold", "pii": "no", "source_system": "platform"},
         description="Write audit, append-only: one row per published table version (bronze, silver, "
         "quarantine, gold) with run id, job, asset, rows, launched_by, code version (git SHA) and UTC "
-        "start/finish. Each row is its own Parquet file under <lake>/gold/audit_log/, written atomically "
-        "(temp file + rename) by the publishing step; see etl_assets/audit.py. Not rebuilt by a rerun.",
+        "start/finish. A Delta table; each row is appended in its own commit by the publishing step; "
+        "see etl_assets/audit.py. Not rebuilt by a rerun.",
         metadata={
             "dagster/column_schema": column_schema(ASSET),
             "dagster/code_references": refs,

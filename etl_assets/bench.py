@@ -77,10 +77,12 @@ def _child_env(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def parquet_rows(folder: Path) -> int:
-    import pyarrow.parquet as pq
+def layer_rows(lake: Path, layer: str) -> int:
+    """Rows of every Delta table of one layer of the lake, from the Delta logs."""
+    from etl_assets.lake import Lake
 
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in folder.rglob("*.parquet"))
+    tables = Lake(str(lake))
+    return sum(tables.rows(lay, name) for lay, name in tables.tables() if lay == layer)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -294,8 +296,7 @@ def run_mode(mode: str, scale: float, landing: Path, workdir: Path, keep: bool =
         run.detail = json.loads((tmp / "report.json").read_text())
     if profile:
         run.detail["spark"] = spark_profile(eventlog, windows)
-    first_layer = lake / ("floor" if mode == "floor" else "bronze")
-    run.records = parquet_rows(first_layer)
+    run.records = layer_rows(lake, "floor" if mode == "floor" else "bronze")
     if not keep:
         shutil.rmtree(tmp, ignore_errors=True)
     return run
@@ -356,7 +357,7 @@ def bare(landing: str, lake_uri: str) -> dict:
     from pyspark import StorageLevel
 
     from etl_assets.assets.gold import BUILDERS, GOLD_DEPS
-    from etl_assets.lake import Lake
+    from etl_assets.lake import Lake, Write
     from etl_assets.registry import DATASETS, silver_build_order
     from etl_assets.settings import load_settings
     from etl_assets.storage import landing_store
@@ -370,9 +371,9 @@ def bare(landing: str, lake_uri: str) -> dict:
     store, lake = landing_store(landing), Lake(lake_uri)
     pii = Pii(salt=settings.pii_salt, key=settings.pii_key)
     t = time.monotonic()
-    for ds in DATASETS:  # as ingest.ingest_bronze in full mode, without the manifest
+    for ds in DATASETS:  # as ingest.ingest_bronze in full mode, without the ingest log
         read = read_bronze(spark, ds, store, "bench-bare")
-        lake.publish(read.df.select(*[f.name for f in bronze_schema(ds).fields]), "bronze", ds.name)
+        lake.commit([Write(read.df.select(*[f.name for f in bronze_schema(ds).fields]), "bronze", ds.name)])
     timings["bronze_s"] = time.monotonic() - t
     t = time.monotonic()
     for ds in silver_build_order():  # as assets/factory.py silver_asset, without checks/metadata
@@ -395,10 +396,10 @@ def bare(landing: str, lake_uri: str) -> dict:
 
 
 def floor(landing: str, lake_uri: str) -> dict:
-    """Every landed file read once by Spark and written once as Parquet (no transformation)."""
+    """Every landed file read once by Spark and committed once to Delta (no transformation)."""
     from pyspark.sql import types as T
 
-    from etl_assets.lake import Lake
+    from etl_assets.lake import Lake, Write
     from etl_assets.registry import DATASETS
     from etl_assets.schemas import bronze_read_schema
     from etl_assets.storage import landing_store
@@ -420,7 +421,7 @@ def floor(landing: str, lake_uri: str) -> dict:
             df = spark.read.schema(bronze_read_schema(ds)).json(paths)
         else:
             df = spark.read.parquet(*paths)
-        lake.publish(df, "floor", ds.name)
+        lake.commit([Write(df, "floor", ds.name)])
     timings["io_s"] = time.monotonic() - t
     spark.stop()
     return {k: round(v, 2) for k, v in timings.items()}

@@ -32,7 +32,6 @@ import os
 import sys
 from pathlib import Path
 
-import pyarrow.dataset as pads
 
 LAYERS = ("bronze", "silver", "quarantine", "gold")
 VOLATILE = {"_ingested_at", "_run_id"}
@@ -76,9 +75,8 @@ def volatile_columns(table: str, columns: list[str], decrypt: bool) -> list[str]
     return sorted(out)
 
 
-def table_checksum(path: Path, table: str, decrypt=None) -> dict:
-    """``{"rows", "checksum", "volatile"}`` of the Parquet table in ``path``."""
-    data = pads.dataset(str(path), format="parquet").to_table()
+def table_checksum(data, table: str, decrypt=None) -> dict:
+    """``{"rows", "checksum", "volatile"}`` of a table's rows (a pyarrow Table)."""
     skip = set(volatile_columns(table, data.column_names, decrypt is not None))
     keep = sorted(c for c in data.column_names if c not in skip)
     columns = {c: data.column(c).to_pylist() for c in keep}
@@ -97,26 +95,19 @@ def table_checksum(path: Path, table: str, decrypt=None) -> dict:
     return {"rows": data.num_rows, "checksum": total.hexdigest(), "volatile": sorted(skip)}
 
 
-def lake_tables(root: Path) -> list[str]:
-    """``layer/table`` of every published table under the lake root (staging excluded)."""
-    out = []
-    for layer in LAYERS:
-        folder = root / layer
-        if folder.is_dir():
-            out += [f"{layer}/{p.name}" for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.startswith((".", "_"))]
-    return out
-
-
 def lake_checksums(root: str | Path, decrypt_key: str | None = None) -> dict:
-    root = Path(root)
+    from etl_assets.lake import Lake
+
+    lake = Lake(str(root))
     decrypt = _decryptor(decrypt_key) if decrypt_key else None
     tables = {}
-    for table in lake_tables(root):
-        if table in EXCLUDED_TABLES:
+    for layer, name in lake.tables():
+        table = f"{layer}/{name}"
+        if layer not in LAYERS or table in EXCLUDED_TABLES:
             continue
-        tables[table] = table_checksum(root / table, table, decrypt)
+        tables[table] = table_checksum(lake.arrow(layer, name), table, decrypt)
     return {
-        "lake": str(root),
+        "lake": str(lake.root),
         "decrypted": decrypt is not None,
         "excluded_tables": sorted(EXCLUDED_TABLES),
         "tables": tables,

@@ -1,37 +1,46 @@
-"""The lake: Parquet tables under ``<lake>/<layer>/<table>/`` published atomically, one writer at a time.
+"""The lake: Delta Lake tables under ``<lake>/<layer>/<table>/`` and the ``<lake>/_publish`` log.
 
-**Atomic publish.** A table is written completely into ``<lake>/_staging/...`` first. Publishing
-then swaps the staged folder with the live one in one ``renameat2(RENAME_EXCHANGE)`` system
-call, so a reader listing ``<lake>/<layer>/<table>/`` sees the previous complete version or the
-new complete version, never a mix, and a run killed at any moment leaves the previous version in
-place. Left-over staging folders of killed runs are removed by the next publish of the table.
+This module is the only one that knows the lake's layout. Everything else names tables as
+``(layer, table)`` and goes through ``Lake``: Spark reads (``read``), reads without Spark through
+the ``deltalake`` package (``delta``, ``arrow``, ``rows``), commits (``transaction``, ``commit``),
+the ``_publish`` log and the writer locks.
 
-**Staged, checked, then published** (``Lake.transaction``): the staged version exists before
-anyone can read it, so the quality gate runs on it (``checks.PublishCheck``); the block swaps the
-tables in only if it ends without an exception, and removes the staged folders otherwise.
+**Commits.** Each publish of a table is one Delta commit (``overwrite``, ``append``, or an
+overwrite of the rows matching ``replaceWhere``), so a reader sees the previous complete version
+or the new one, and a killed run leaves no partial table.
 
-**Tables published together** (``publish_many``: a dataset's silver and quarantine, whose row
-counts must add up with bronze's) are all staged first; then a journal naming the staged folders
-is written (``_staging/_txn/<id>.json``, fsynced) before the exchanges and removed after them. A
-run killed between two exchanges leaves the journal behind, and the next publish (or
-``Lake.recover()``) rolls the transaction forward, so silver and quarantine are always from the
-same run once anyone writes again.
+**Staged, checked, then committed** (``transaction``): tables that pass a quality gate are first
+written as Parquet under ``<lake>/_staging/<layer>/<table>/<txn>/``, where the gate
+(``checks.PublishCheck``) reads them; the block commits them to Delta only if it ends without an
+exception, and removes the staged files otherwise. Staging left by a killed run is removed by the
+next publish of the table.
 
-**Locks** (``Lake.step_lock``). Every asset step takes, before it reads anything, an exclusive
-``flock`` on each table it writes and a shared one on each table it reads, in one global order
-(so two steps can never deadlock), and keeps them until it has published. So two runs on one
-lake never interleave writes on a table, and a step never reads a table while another run swaps
-it. A step that cannot get its locks waits (logging who holds them) up to
-``ETL_LAKE_LOCK_TIMEOUT_S`` seconds (default 1800) and then fails with a message naming the
-table and the holder. ``flock`` locks die with their process, so a killed run never leaves a
-stale lock. They need a local or POSIX-locking shared file system (NFSv4, EFS).
+**The _publish log** (CONTRACT.md §1). After its commits, a writer appends one row per table it
+committed -- ``run_id, layer, table, version, rows, published_at`` -- in one commit of the Delta
+table ``<lake>/_publish``. A dataset's silver and quarantine go into the same ``_publish`` commit,
+so a reader that needs them to add up reads the versions the latest such pair names. A run killed
+between the silver and the quarantine commit leaves ``_publish`` naming the previous pair; the
+next run of the dataset rewrites both and logs the new pair.
+
+**Locks** (``step_lock``). On a local file system Delta's log store may let two commits written at
+the same moment overwrite each other, so every asset step takes, before it reads anything, an
+exclusive ``flock`` on each table it writes and a shared one on each table it reads, in one global
+order (no deadlock), until it has committed. A step that cannot get its locks waits (logging who
+holds them) up to ``ETL_LAKE_LOCK_TIMEOUT_S`` seconds (default 1800), then fails naming the table
+and the holder. ``flock`` locks die with their process, so a killed run never leaves a stale lock.
+``_publish`` and ``gold/audit_log`` are appended through ``deltalake``, whose local commits are
+an atomic create-if-absent (concurrent appends retry), so they need no lock.
+
+**Delta settings** for every table: reader version 1 (no deletion vectors, column mapping or v2
+checkpoints, so the ``deltalake`` package reads every table), and file statistics only on
+columns that hold no PII (``delta.dataSkippingStatsColumns``): never raw or normalised PII, hashes,
+ciphertexts or ``_corrupt_record``, because ``_delta_log`` outlives VACUUM.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
+import datetime as dt
 import errno
 import fcntl
 import json
@@ -42,55 +51,55 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
+import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 
 from etl_assets.storage import parse_uri
 
 log = logging.getLogger(__name__)
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-_AT_FDCWD = -100
-_RENAME_EXCHANGE = 2
-MARKER = "_PUBLISHED"  # in every published version: the transaction that published it
+PUBLISH = "_publish"
+PUBLISH_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("layer", pa.string()),
+        ("table", pa.string()),
+        ("version", pa.int64()),
+        ("rows", pa.int64()),
+        ("published_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+# table properties of every table this platform creates (see the module docstring)
+TABLE_PROPERTIES = {
+    "delta.enableDeletionVectors": "false",
+    "delta.minReaderVersion": "1",
+    "delta.minWriterVersion": "2",
+}
+_NO_STATS_SUFFIXES = ("_enc", "_hash", "_norm")
 
 
 class LakeLockTimeout(TimeoutError):
     """A table stayed locked by another run for longer than the timeout."""
 
 
-def _exchange(a: str, b: str) -> None:
-    """Atomically swap two existing paths (Linux renameat2 RENAME_EXCHANGE)."""
-    rc = _libc.renameat2(_AT_FDCWD, a.encode(), _AT_FDCWD, b.encode(), _RENAME_EXCHANGE)
-    if rc != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"renameat2({a!r}, {b!r}) failed: {os.strerror(err)}")
+class LakeTableError(RuntimeError):
+    """A lake table that exists but cannot be read as a Delta table; the message names it."""
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def stats_columns(schema, pii: set[str] | frozenset[str] = frozenset()) -> list[str]:
+    """The columns of a Spark schema that Delta may keep min/max statistics of: no PII in any
+    stored form, no raw lines, and only the types Delta's data skipping supports."""
+    from pyspark.sql import types as T
 
-
-def write_durably(path: Path, text: str) -> int:
-    """Replace ``path`` atomically and durably (temp file, fsync, rename, fsync of the folder);
-    returns the bytes written. Readers see the old or the new content, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    data = text.encode("utf-8")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-    return len(data)
+    eligible = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType, T.DateType,
+                T.TimestampType, T.TimestampNTZType, T.StringType, T.DecimalType)
+    return [
+        f.name for f in schema.fields
+        if isinstance(f.dataType, eligible) and f.name not in pii
+        and not f.name.endswith(_NO_STATS_SUFFIXES) and not f.name.startswith("_corrupt_record")
+    ]
 
 
 @dataclass(frozen=True)
@@ -98,16 +107,15 @@ class Write:
     df: DataFrame
     layer: str
     table: str
-    partition_by: tuple[str, ...] = ()
-    # prepare(staged_dir), when given, runs after the write and before the exchange: it may
-    # rearrange the staged folder (bronze adds hard links to the files it keeps, see
-    # etl_assets/ingest.py); what it returns is added to the stats
-    prepare: Callable[[Path], dict | None] | None = None
+    mode: str = "overwrite"  # overwrite | append
+    replace_where: str | None = None  # overwrite only the rows matching this predicate
+    pii: frozenset[str] = frozenset()  # columns kept out of the file statistics
 
 
 @dataclass
 class Staged:
-    """The staged folders of one ``Lake.transaction`` (in the order of its writes) and their file stats."""
+    """The staged Parquet folders of one ``Lake.transaction`` (in the order of its writes) and,
+    after the block, the commits' stats (``version``, ``rows``, files and bytes)."""
 
     txn: str
     paths: list[Path]
@@ -119,26 +127,116 @@ class Lake:
         scheme, location = parse_uri(uri)
         if scheme != "file":
             raise ValueError(
-                f"ETL_LAKE_URI={uri!r}: this build publishes to a local or mounted lake folder; "
-                "see README 'Environments' for S3"
+                f"ETL_LAKE_URI={uri!r}: this build publishes Delta tables to a local or mounted "
+                "lake folder only; see README 'Environments' for S3"
             )
         self.root = Path(location)
         self.owner = owner or f"pid {os.getpid()}"  # who holds our locks (a run id, when known)
         self._held: dict[tuple[str, str], int] = {}  # locks this process holds, table -> mode
 
+    # ---------------------------------------------------------------- layout
     def path(self, layer: str, table: str) -> str:
         return str(self.root / layer / table)
 
     def exists(self, layer: str, table: str) -> bool:
-        return (self.root / layer / table).is_dir()
+        return (self.root / layer / table / "_delta_log").is_dir()
 
-    def read(self, spark: SparkSession, layer: str, table: str) -> DataFrame:
+    def tables(self) -> list[tuple[str, str]]:
+        """``(layer, table)`` of every published table (``_publish`` and bookkeeping excluded)."""
+        out = []
+        for layer_dir in sorted(p for p in self.root.glob("*") if p.is_dir() and not p.name.startswith("_")):
+            for t in sorted(layer_dir.iterdir()):
+                if (t / "_delta_log").is_dir():
+                    out.append((layer_dir.name, t.name))
+        return out
+
+    def _missing(self, layer: str, table: str) -> FileNotFoundError:
+        return FileNotFoundError(
+            f"table {layer}/{table} has not been published yet under {self.root}; "
+            f"materialize {layer}/{table} first"
+        )
+
+    # ----------------------------------------------------------------- reads
+    def read(self, spark: SparkSession, layer: str, table: str, version: int | None = None) -> DataFrame:
+        """The table as a Spark DataFrame (its latest version, or ``version``)."""
         if not self.exists(layer, table):
-            raise FileNotFoundError(
-                f"table {layer}/{table} has not been published yet under {self.root}; "
-                f"materialize {layer}/{table} first"
-            )
-        return spark.read.parquet(self.path(layer, table))
+            raise self._missing(layer, table)
+        reader = spark.read.format("delta")
+        if version is not None:
+            reader = reader.option("versionAsOf", version)
+        try:
+            return reader.load(self.path(layer, table))
+        except Exception as e:  # noqa: BLE001 - a damaged log: name the table
+            if type(e).__name__ in ("AnalysisException", "Py4JJavaError", "SparkConnectGrpcException") or "Delta" in str(e):
+                raise LakeTableError(f"lake table {layer}/{table} ({self.path(layer, table)}) cannot be read "
+                                     f"as a Delta table: {str(e).splitlines()[0][:400]}") from e
+            raise
+
+    def delta(self, layer: str, table: str, version: int | None = None):
+        """The table as a ``deltalake.DeltaTable`` (no Spark)."""
+        from deltalake import DeltaTable
+
+        if not self.exists(layer, table):
+            raise self._missing(layer, table)
+        try:
+            return DeltaTable(self.path(layer, table), version=version)
+        except Exception as e:  # noqa: BLE001
+            raise LakeTableError(f"lake table {layer}/{table} ({self.path(layer, table)}) cannot be read "
+                                 f"as a Delta table: {e}") from e
+
+    def arrow(self, layer: str, table: str, columns: list[str] | None = None, version: int | None = None) -> pa.Table:
+        """The table's rows as a pyarrow Table, read by ``deltalake``."""
+        return self.delta(layer, table, version).to_pyarrow_table(columns=columns)
+
+    def rows(self, layer: str, table: str, version: int | None = None) -> int:
+        """Row count from the Delta log's per-file statistics (no data file is read)."""
+        dt_ = self.delta(layer, table, version)
+        actions = dt_.get_add_actions(flatten=True)
+        if actions.num_rows == 0:
+            return 0
+        counts = actions.column("num_records").to_pylist()
+        if any(c is None for c in counts):  # a file without statistics: count the data
+            return dt_.to_pyarrow_dataset().count_rows()
+        return int(sum(counts))
+
+    def version(self, layer: str, table: str) -> int | None:
+        return self.delta(layer, table).version() if self.exists(layer, table) else None
+
+    def published(self) -> pa.Table:
+        """Every ``_publish`` row (empty when nothing was published)."""
+        if not (self.root / PUBLISH / "_delta_log").is_dir():
+            return PUBLISH_SCHEMA.empty_table()
+        from deltalake import DeltaTable
+
+        return DeltaTable(str(self.root / PUBLISH)).to_pyarrow_table()
+
+    # ---------------------------------------------------------------- ledgers
+    def _ledger_path(self, name: str) -> str:
+        return str(self.root / "_ingest" / name)
+
+    def ledger(self, name: str) -> tuple[pa.Table, dict]:
+        """A bookkeeping table (the ingest log of a dataset) and its latest commit's metadata;
+        an empty table and ``{}`` when there is none."""
+        from deltalake import DeltaTable
+
+        path = self._ledger_path(name)
+        if not DeltaTable.is_deltatable(path):
+            return pa.table({}), {}
+        table = DeltaTable(path)
+        last = table.history(1)[0]
+        return table.to_pyarrow_table(), {k: v for k, v in last.items() if isinstance(v, str)}
+
+    def write_ledger(self, name: str, rows: pa.Table, predicate: str | None, metadata: dict[str, str]) -> None:
+        """Replace the ledger's rows matching ``predicate`` (all rows when None) by ``rows``, in
+        one commit that carries ``metadata``."""
+        from deltalake import CommitProperties, DeltaTable, write_deltalake
+
+        path = self._ledger_path(name)
+        if predicate is not None and not DeltaTable.is_deltatable(path):
+            predicate = None
+        write_deltalake(path, rows, mode="overwrite", predicate=predicate, schema_mode=None,
+                        configuration=TABLE_PROPERTIES if predicate is None else None,
+                        commit_properties=CommitProperties(custom_metadata=metadata))
 
     # ------------------------------------------------------------------ locks
     def _lock_path(self, layer: str, table: str) -> Path:
@@ -204,7 +302,7 @@ class Lake:
                 time.sleep(0.2)
             if mode == fcntl.LOCK_EX:
                 info = {"owner": self.owner, "pid": os.getpid(), "host": socket.gethostname(),
-                        "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                        "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, json.dumps(info).encode(), 0)
             return fd
@@ -222,139 +320,105 @@ class Lake:
             return "a reader"
         return f"{info.get('owner')}, pid {info.get('pid')} on {info.get('host')} since {info.get('since')}"
 
-    # ---------------------------------------------------------------- publish
-    def _staging_dir(self, layer: str, table: str) -> Path:
-        return self.root / "_staging" / layer / table
-
-    @property
-    def _txn_dir(self) -> Path:
-        return self.root / "_staging" / "_txn"
-
-    def publish(
-        self,
-        df: DataFrame,
-        layer: str,
-        table: str,
-        partition_by: list[str] | None = None,
-        prepare: Callable[[Path], dict | None] | None = None,
-    ) -> dict:
-        """Write ``df`` as the new version of ``<layer>/<table>``; returns file stats (of the files
-        ``df`` was written to, plus what ``prepare`` returns; see ``Write``)."""
-        return self.publish_many([Write(df, layer, table, tuple(partition_by or ()), prepare)])[0]
-
-    def publish_many(self, writes: list[Write]) -> list[dict]:
-        """Stage every table, then swap them all in (rolled forward after a crash); file stats."""
-        with self.transaction(writes) as staged:
+    # --------------------------------------------------------------- commits
+    def publish(self, df: DataFrame, layer: str, table: str, run_id: str = "", pii=frozenset()) -> dict:
+        """Stage, then commit ``df`` as the new version of ``<layer>/<table>``; the commit's stats."""
+        with self.transaction([Write(df, layer, table, pii=frozenset(pii))], run_id) as staged:
             pass
-        return staged.stats
+        return staged.stats[0]
 
     @contextlib.contextmanager
-    def transaction(self, writes: list[Write]):
-        """Stage every table on entry and yield the ``Staged`` folders (not visible to readers);
-        swap them all in when the block ends without an exception, and remove them when it raises
-        (a failed quality gate: nothing is published, readers keep the previous version).
+    def transaction(self, writes: list[Write], run_id: str = ""):
+        """Stage every table (Parquet, invisible to readers) on entry and yield the ``Staged``
+        folders; when the block ends without an exception, commit each to Delta and log them in
+        one ``_publish`` commit; when it raises (a failed quality gate), remove the staged files:
+        readers keep the previous versions.
 
         Takes the tables' exclusive locks unless this process holds them already (``step_lock``)."""
         tables = [(w.layer, w.table) for w in writes]
         with self.step_lock(writes=tables):
-            self._recover_locked(set(tables))
             staged = Staged(f"{int(time.time())}-{uuid.uuid4().hex[:12]}", [], [])
             try:
-                self._stage(writes, staged)
+                for w in writes:
+                    parent = self.root / "_staging" / w.layer / w.table
+                    if parent.is_dir():  # we hold the exclusive lock: anything here is a killed run's
+                        shutil.rmtree(parent, ignore_errors=True)
+                    path = parent / staged.txn
+                    staged.paths.append(path)
+                    w.df.write.mode("overwrite").option("compression", "snappy").parquet(str(path))
                 yield staged
-            except BaseException:
+                session = writes[0].df.sparkSession if writes else None
+                for w, path in zip(writes, staged.paths):
+                    frame = session.read.schema(w.df.schema).parquet(str(path))
+                    staged.stats.append(self._commit(Write(frame, w.layer, w.table, w.mode, w.replace_where, w.pii)))
+                self.log_publish(writes, staged.stats, run_id)
+            finally:
                 for path in staged.paths:
                     shutil.rmtree(path, ignore_errors=True)
-                raise
-            self._commit(writes, staged)
 
-    def _stage(self, writes: list[Write], staged: Staged) -> None:
-        txn = staged.txn
-        for w in writes:
-            parent = self._staging_dir(w.layer, w.table)
-            parent.mkdir(parents=True, exist_ok=True)
-            self._clean_leftovers(parent)
-            path = parent / txn
-            staged.paths.append(path)  # removed if this write fails
-            writer = w.df.write.mode("overwrite").option("compression", "snappy")
-            if w.partition_by:
-                writer = writer.partitionBy(*w.partition_by)
-            writer.parquet(str(path))
-            st = self._stats(path)
-            if w.prepare is not None:
-                st.update(w.prepare(path) or {})
-            (path / MARKER).write_text(txn)
-            staged.stats.append(st)
+    def commit(self, writes: list[Write], run_id: str = "") -> list[dict]:
+        """Commit each write straight to Delta (no staging, no gate), then log them in one
+        ``_publish`` commit; the commits' stats."""
+        with self.step_lock(writes=[(w.layer, w.table) for w in writes]):
+            stats = [self._commit(w) for w in writes]
+            self.log_publish(writes, stats, run_id)
+        return stats
 
-    def _commit(self, writes: list[Write], staged: Staged) -> None:
-        txn = staged.txn
-        journal = None
-        if len(writes) > 1:
-            self._txn_dir.mkdir(parents=True, exist_ok=True)
-            journal = self._txn_dir / f"{txn}.json"
-            write_durably(journal, json.dumps(
-                {"txn": txn, "tables": [[w.layer, w.table, str(p)] for w, p in zip(writes, staged.paths)]}))
-        for w, path in zip(writes, staged.paths):
-            self._swap_in(path, self.root / w.layer / w.table)
-        if journal is not None:
-            journal.unlink()
+    def _commit(self, w: Write) -> dict:
+        path = self.path(w.layer, w.table)
+        writer = w.df.write.format("delta").mode(w.mode)
+        if w.mode == "overwrite" and w.replace_where is None:
+            writer = writer.option("overwriteSchema", "true")
+        if w.replace_where is not None:
+            writer = writer.option("replaceWhere", w.replace_where)
+        creating = not self.exists(w.layer, w.table)
+        if creating:  # table properties are set when the table is created
+            for k, v in TABLE_PROPERTIES.items():
+                writer = writer.option(k, v)
+            writer = writer.option("delta.dataSkippingStatsColumns", ",".join(
+                f"`{c}`" for c in stats_columns(w.df.schema, w.pii)))
+        writer.save(path)
+        return self.commit_stats(w.layer, w.table)
 
-    @staticmethod
-    def _swap_in(staged: Path, live: Path) -> None:
-        live.parent.mkdir(parents=True, exist_ok=True)
-        if live.exists():
-            _exchange(str(staged), str(live))
-            shutil.rmtree(staged, ignore_errors=True)  # now the previous version
-        else:
-            os.rename(staged, live)
+    def commit_stats(self, layer: str, table: str) -> dict:
+        """The latest commit of a table: version, operation, rows, files and bytes added/removed."""
+        table_ = self.delta(layer, table)
+        last = table_.history(1)[0]
+        metrics = {k: int(v) for k, v in (last.get("operationMetrics") or {}).items() if str(v).isdigit()}
+        return {
+            "version": int(table_.version()),
+            "operation": last.get("operation"),
+            "rows": self.rows(layer, table),
+            "files": metrics.get("numFiles", metrics.get("numAddedFiles", 0)),
+            "bytes": metrics.get("numOutputBytes", metrics.get("numAddedBytes", 0)),
+            "files_removed": metrics.get("numRemovedFiles", 0),
+            "bytes_removed": metrics.get("numRemovedBytes", 0),
+            "rows_written": metrics.get("numOutputRows", metrics.get("numAddedRows", 0)),
+        }
 
-    def _journals(self) -> list[tuple[Path, dict]]:
-        out = []
-        if self._txn_dir.is_dir():
-            for journal in sorted(self._txn_dir.glob("*.json")):
-                with contextlib.suppress(OSError, ValueError):
-                    out.append((journal, json.loads(journal.read_text())))
-        return out
+    def append(self, layer: str, table: str, rows: pa.Table, run_id: str = "") -> dict:
+        """Append a few driver-side rows (``deltalake``, no Spark job) in one commit, then its
+        ``_publish`` row; the commit's version and the table's rows."""
+        from deltalake import write_deltalake
 
-    def recover(self, logger=log) -> int:
-        """Roll forward the multi-table publishes that killed runs left half done (skipping any
-        whose tables a live run holds); returns how many were completed."""
-        done = 0
-        for _, spec in self._journals():
-            tables = {(layer, table) for layer, table, _ in spec["tables"]}
-            try:
-                with self.step_lock(writes=sorted(tables), timeout_s=0):
-                    done += self._recover_locked(tables, logger)
-            except LakeLockTimeout:
-                continue
-        return done
+        creating = not self.exists(layer, table)
+        write_deltalake(self.path(layer, table), rows, mode="append",
+                        configuration=TABLE_PROPERTIES if creating else None)
+        stats = {"version": self.version(layer, table), "rows": self.rows(layer, table)}
+        self.log_publish([(layer, table)], [stats], run_id)
+        return stats
 
-    def _recover_locked(self, tables: set[tuple[str, str]], logger=log) -> int:
-        """Roll forward the journals whose tables are all in ``tables`` (exclusively locked by us)."""
-        done = 0
-        for journal, spec in self._journals():
-            if not {(layer, table) for layer, table, _ in spec["tables"]} <= tables:
-                continue
-            txn = spec["txn"]
-            for layer, table, staged in spec["tables"]:
-                live, staged = self.root / layer / table, Path(staged)
-                live_txn = (live / MARKER).read_text() if (live / MARKER).exists() else None
-                if live_txn != txn and (staged / MARKER).exists() and (staged / MARKER).read_text() == txn:
-                    logger.warning(f"{layer}/{table}: completing publish {txn} of a run that was killed")
-                    self._swap_in(staged, live)
-            journal.unlink(missing_ok=True)
-            done += 1
-        return done
+    def log_publish(self, tables, stats: list[dict], run_id: str = "") -> None:
+        """Append one ``_publish`` row per committed table, all in one Delta commit."""
+        from deltalake import write_deltalake
 
-    def _clean_leftovers(self, staging_parent: Path) -> None:
-        # Staging folders are private to one publish, and the caller holds the table's exclusive
-        # lock: any folder here is from a killed run -- unless a journal still names it.
-        pending = {t[2] for _, spec in self._journals() for t in spec["tables"]}
-        for d in staging_parent.iterdir():
-            if str(d) not in pending:
-                shutil.rmtree(d, ignore_errors=True)
-
-    @staticmethod
-    def _stats(folder: Path) -> dict:
-        files = [f for f in folder.rglob("*.parquet")]
-        return {"files": len(files), "bytes": sum(f.stat().st_size for f in files)}
+        now = dt.datetime.now(dt.timezone.utc)
+        rows = [
+            {"run_id": run_id or self.owner, "layer": t.layer if isinstance(t, Write) else t[0],
+             "table": t.table if isinstance(t, Write) else t[1], "version": int(s["version"]),
+             "rows": int(s["rows"]), "published_at": now}
+            for t, s in zip(tables, stats)
+        ]
+        if rows:
+            write_deltalake(str(self.root / PUBLISH), pa.Table.from_pylist(rows, schema=PUBLISH_SCHEMA),
+                            mode="append", configuration=TABLE_PROPERTIES)

@@ -116,6 +116,11 @@ class Dataset:
         return any(c.pii for c in self.columns)
 
     @property
+    def pii_columns(self) -> frozenset[str]:
+        """The source columns holding PII (raw in bronze)."""
+        return frozenset(c.name for c in self.columns if c.pii)
+
+    @property
     def upstream_silver(self) -> tuple[str, ...]:
         deps = [r.target for r in self.references]
         if self.fx_date_column or any(c.name == "currency" for c in self.columns):

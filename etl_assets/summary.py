@@ -1,7 +1,7 @@
 """Print what a run published: rows per table, quarantined rows per reason, wall time.
 
-``python -m etl_assets.summary --lake DIR [--started EPOCH_SECONDS]``. Reads the Parquet
-files with pyarrow only, so it is quick and needs no Spark.
+``python -m etl_assets.summary --lake DIR [--started EPOCH_SECONDS]``. Reads the Delta tables
+with ``deltalake`` only, so it is quick and needs no Spark.
 """
 
 from __future__ import annotations
@@ -9,28 +9,20 @@ from __future__ import annotations
 import argparse
 import collections
 import time
-from pathlib import Path
 
-import pyarrow.dataset as pads
-
+from etl_assets.lake import Lake
 from etl_assets.registry import DATASETS, GOLD_TABLES
-from etl_assets.storage import parse_uri
 
 
-def table_rows(root: Path, layer: str, table: str) -> int | None:
-    path = root / layer / table
-    if not path.is_dir():
-        return None
-    return pads.dataset(str(path), format="parquet", partitioning="hive").count_rows()
+def table_rows(lake: Lake, layer: str, table: str) -> int | None:
+    return lake.rows(layer, table) if lake.exists(layer, table) else None
 
 
-def quarantine_reasons(root: Path, table: str) -> collections.Counter:
-    path = root / "quarantine" / table
+def quarantine_reasons(lake: Lake, table: str) -> collections.Counter:
     counts: collections.Counter = collections.Counter()
-    if not path.is_dir():
+    if not lake.exists("quarantine", table):
         return counts
-    col = pads.dataset(str(path), format="parquet").to_table(columns=["_reasons"]).column("_reasons")
-    for reasons in col.to_pylist():
+    for reasons in lake.arrow("quarantine", table, columns=["_reasons"]).column("_reasons").to_pylist():
         counts.update(reasons or [])
     return counts
 
@@ -40,8 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lake", required=True)
     ap.add_argument("--started", type=float, default=None, help="epoch seconds when the run started")
     args = ap.parse_args(argv)
-    root = Path(parse_uri(args.lake)[1])
-    print(f"\nPublished tables under {root}")
+    root = Lake(args.lake)
+    print(f"\nPublished tables under {root.root}")
     print(f"{'table':<36}{'rows':>12}")
     for layer in ("bronze", "silver", "quarantine"):
         for ds in DATASETS:

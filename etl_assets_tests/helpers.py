@@ -36,10 +36,11 @@ def rows_by(df, key: str) -> dict:
 
 
 def read_table(lake, layer: str, table: str) -> list[dict]:
-    """A published lake table as Python rows, read without Spark (pyarrow)."""
-    import pyarrow.dataset as pads
+    """A published lake table as Python rows, read without Spark: the ``deltalake`` package
+    straight from the table's folder, as an independent reader would."""
+    from deltalake import DeltaTable
 
-    return pads.dataset(str(Path(lake) / layer / table), format="parquet").to_table().to_pylist()
+    return DeltaTable(str(Path(lake) / layer / table)).to_pyarrow_table().to_pylist()
 
 
 def materializations(result) -> dict[str, dict]:

@@ -30,8 +30,8 @@ from etl_assets.schemas import column_schema
 from etl_assets.storage import LandingError
 from etl_assets.transforms.bronze import Drift, file_drift
 from etl_assets.resources import PlatformResource, SparkResource
-from etl_assets.ingest import BronzeConfig, IngestConfigError, ingest_bronze, table_footer_stats, unreadable_files
-from etl_assets.lake import LakeLockTimeout, Write
+from etl_assets.ingest import BronzeConfig, IngestConfigError, ingest_bronze, unreadable_files
+from etl_assets.lake import LakeLockTimeout, LakeTableError, Write
 from etl_assets.transforms.silver import classify, known_currencies, outcome_counts, quarantine_frame, silver_frame
 from etl_assets.docs import reason_metrics
 from etl_assets.lineage import column_lineage_metadata
@@ -56,7 +56,7 @@ def _tags(layer: str, ds: Dataset | None = None, pii: bool = False) -> dict[str,
 # retried by Dagster with back-off; failures that a retry cannot fix are raised by step_guard
 # as Failure(allow_retries=False), so they fail at once with their message.
 RETRY_POLICY = RetryPolicy(max_retries=2, delay=15, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
-PERMANENT_ERRORS = (QualityGateError, LandingError, IngestConfigError, LakeLockTimeout)
+PERMANENT_ERRORS = (QualityGateError, LandingError, IngestConfigError, LakeLockTimeout, LakeTableError)
 
 
 @contextlib.contextmanager
@@ -80,8 +80,12 @@ def publish_metadata(lake, layer: str, table: str, stats: dict, rows: int, start
     return {
         "dagster/row_count": rows,
         "dagster/uri": MetadataValue.path(lake.path(layer, table)),
+        "delta_version": stats["version"],
+        "delta_operation": stats["operation"],
         "bytes_written": stats["bytes"],
         "files_written": stats["files"],
+        "bytes_removed": stats["bytes_removed"],
+        "files_removed": stats["files_removed"],
         "duration_s": round(seconds, 3),
         "rows_per_s": round(rows / seconds, 1),
     }
@@ -114,13 +118,12 @@ def bronze_check_specs(key: AssetKey) -> list:
 
 
 def bronze_rows(lake, ds: Dataset) -> int:
-    """Rows of the published bronze table, from its Parquet footers (no data scan).
+    """Rows of the published bronze table, from the Delta log's file statistics (no data scan).
 
     No lineage check here: ingest sets ``_source_file``/``_dt``/``_ingested_at``/``_run_id`` on
     every row itself, so a check of them could not fail; the unit tests cover that code
     (test_checks.py::test_bronze_lineage_columns_name_file_day_and_run)."""
-    rows, _ = table_footer_stats(lake, "bronze", ds.name)
-    return rows
+    return lake.rows("bronze", ds.name)
 
 
 def raw_drift_check(ds: Dataset):
@@ -177,7 +180,7 @@ def bronze_asset(ds: Dataset):
         key=table_key("bronze", ds.name),
         deps=[raw_key(ds)],
         group_name="bronze",
-        kinds={"spark", "parquet"},
+        kinds={"spark", "delta"},
         owners=[ds.owner],
         tags=_tags("bronze", ds, ds.has_pii),
         description=f"Every delivered {ds.name} row as strings, with lineage columns "
@@ -212,7 +215,7 @@ def bronze_asset(ds: Dataset):
             return
         read, stats = outcome.read, outcome.stats
         checks_started = time.monotonic()
-        rows = bronze_rows(platform.lake, ds)  # from the Parquet footers
+        rows = stats["rows"]  # the committed version's rows, from the Delta log
         checks_s = time.monotonic() - checks_started
         audit.record(context, platform.lake, "bronze", ds.name, rows, started_at)  # gold/audit_log
         meta_started = time.monotonic()
@@ -245,7 +248,7 @@ def bronze_asset(ds: Dataset):
         meta["metadata_duration_s"] = round(metadata_s, 3)
         yield MaterializeResult(
             metadata=meta,
-            data_version=DataVersion(outcome.manifest_digest[:32]),
+            data_version=DataVersion(outcome.log_digest[:32]),
             check_results=[o.to_result(key) for o in results],
         )
 
@@ -265,7 +268,7 @@ def silver_asset(ds: Dataset):
                 silver,
                 deps=deps,
                 group_name="silver",
-                kinds={"spark", "parquet"},
+                kinds={"spark", "delta"},
                 owners=[ds.owner],
                 tags=_tags("silver", ds, ds.has_pii),
                 automation_condition=AutomationCondition.eager(),  # follows new bronze data
@@ -276,7 +279,7 @@ def silver_asset(ds: Dataset):
                 quarantine,
                 deps=deps,
                 group_name="silver",
-                kinds={"spark", "parquet"},
+                kinds={"spark", "delta"},
                 owners=[ds.owner],
                 tags=_tags("quarantine", ds, ds.has_pii),
                 automation_condition=AutomationCondition.eager(),
@@ -308,7 +311,9 @@ def silver_asset(ds: Dataset):
             # runs on them before the two tables are swapped in (checks.PublishCheck)
             s_check, q_check = PublishCheck(s_df, f"silver/{ds.name}"), PublishCheck(q_df, f"quarantine/{ds.name}")
             # one transaction: silver and quarantine always come from the same run (conservation)
-            with lake.transaction([Write(s_check.df, "silver", ds.name), Write(q_check.df, "quarantine", ds.name)]) as staged:
+            writes = [Write(s_check.df, "silver", ds.name, pii=ds.pii_columns),
+                      Write(q_check.df, "quarantine", ds.name, pii=ds.pii_columns)]
+            with lake.transaction(writes, context.run_id) as staged:
                 checks_started = time.monotonic()
                 s_schema, q_schema = s_check.outcomes(staged.paths[0]), q_check.outcomes(staged.paths[1])
                 written = lambda outs: next(o.metadata["rows_checked"] for o in outs if o.name == checks.SCHEMA)  # noqa: E731
@@ -371,17 +376,14 @@ def audit_log_check():
     """The Pandera model of ``gold/audit_log`` (``schemas.AuditLog``) over every appended row: one
     Spark job. (``started_at <= finished_at`` is not re-checked here: ``audit.append`` refuses such
     a row, see test_audit_log.py.)"""
-    from etl_assets.schemas import spark_schema
-
     key = AssetKey([audit.LAYER, audit.TABLE])
 
     @asset_check(asset=key, name=checks.SCHEMA,
                  description="Every audit row matches the AuditLog model (types, nulls, asset names, rows >= 0)")
     def _audit_log_schema(spark: SparkResource, platform: PlatformResource) -> AssetCheckResult:
-        folder = audit.audit_dir(platform.lake.root)
-        if not folder.is_dir() or not any(p for p in folder.glob("*.parquet") if not p.name.startswith((".", "_"))):
+        if not platform.lake.exists(audit.LAYER, audit.TABLE):
             return AssetCheckResult(passed=True, description="no audit rows yet", metadata={"rows_checked": 0})
-        df = spark.get_session().read.schema(spark_schema(audit.ASSET)).parquet(str(folder))
+        df = platform.lake.read(spark.get_session(), audit.LAYER, audit.TABLE)
         schema = [o for o in checks.validate(df, audit.ASSET) if o.name == checks.SCHEMA][0]
         return schema.to_result(key)
 

@@ -97,7 +97,7 @@ def gold_asset(name: str):
         key=table_key("gold", name),
         deps=deps,
         group_name="gold",
-        kinds={"spark", "parquet"},
+        kinds={"spark", "delta"},
         owners=[OWNER],
         tags={"layer": "gold", "pii": "yes" if name == "customer_360" else "no",
               "source_system": source_system_tag(GOLD_DEPS[name], GOLD_DEPS)},
@@ -122,7 +122,7 @@ def gold_asset(name: str):
             check = PublishCheck(df, f"gold/{name}")
             # quality gate: the frame is staged (computing the Pandera checks as it is written) and
             # validated before it is swapped in
-            with platform.lake.transaction([Write(check.df, "gold", name)]) as staged:
+            with platform.lake.transaction([Write(check.df, "gold", name)], context.run_id) as staged:
                 checks_started = time.monotonic()
                 outcomes = check.outcomes(staged.paths[0])
                 refs = []
@@ -160,7 +160,7 @@ GOLD_ASSETS = [gold_asset(n) for n in GOLD_DEPS]
     key=table_key("gold", "dq_scorecard"),
     deps=[table_key("silver", ds.name) for ds in DATASETS],
     group_name="gold",
-    kinds={"spark", "parquet"},
+    kinds={"spark", "delta"},
     owners=[OWNER],
     tags={"layer": "gold", "pii": "no", "source_system": source_system_tag([("silver", d.name) for d in DATASETS], GOLD_DEPS)},
     description="Data quality per dataset and run, appended on each run (for BI dashboards): "
@@ -197,7 +197,7 @@ def _dq_scorecard_step(context, spark: SparkResource, platform: PlatformResource
     else:
         df = new
     check = PublishCheck(df, "gold/dq_scorecard")
-    with platform.lake.transaction([Write(check.df, "gold", "dq_scorecard")]) as staged:
+    with platform.lake.transaction([Write(check.df, "gold", "dq_scorecard")], context.run_id) as staged:
         checks_started = time.monotonic()
         outcomes = check.outcomes(staged.paths[0])
         total = outcomes[0].metadata["rows_checked"]
