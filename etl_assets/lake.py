@@ -80,6 +80,26 @@ TABLE_PROPERTIES = {
 _NO_STATS_SUFFIXES = ("_enc", "_hash", "_norm")
 
 
+def _append(path: str, rows: pa.Table, attempts: int = 20) -> None:
+    """A blind append through ``deltalake``. Appends never conflict with each other: a writer that
+    loses the race for a version number retries on the next one. Only the table's creation can
+    conflict (writers creating it at once, or appending while it is created): the loser appends
+    to the winner's table."""
+    from deltalake import CommitProperties, DeltaTable, write_deltalake
+    from deltalake.exceptions import CommitFailedError
+
+    for attempt in range(attempts):
+        creating = not DeltaTable.is_deltatable(path)
+        try:
+            write_deltalake(path, rows, mode="append", configuration=TABLE_PROPERTIES if creating else None,
+                            commit_properties=CommitProperties(max_commit_retries=1000))
+            return
+        except CommitFailedError as e:
+            if not any(m in str(e) for m in ("Metadata changed", "Protocol changed")) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+
+
 class LakeLockTimeout(TimeoutError):
     """A table stayed locked by another run for longer than the timeout."""
 
@@ -399,19 +419,13 @@ class Lake:
     def append(self, layer: str, table: str, rows: pa.Table, run_id: str = "") -> dict:
         """Append a few driver-side rows (``deltalake``, no Spark job) in one commit, then its
         ``_publish`` row; the commit's version and the table's rows."""
-        from deltalake import write_deltalake
-
-        creating = not self.exists(layer, table)
-        write_deltalake(self.path(layer, table), rows, mode="append",
-                        configuration=TABLE_PROPERTIES if creating else None)
+        _append(self.path(layer, table), rows)
         stats = {"version": self.version(layer, table), "rows": self.rows(layer, table)}
         self.log_publish([(layer, table)], [stats], run_id)
         return stats
 
     def log_publish(self, tables, stats: list[dict], run_id: str = "") -> None:
         """Append one ``_publish`` row per committed table, all in one Delta commit."""
-        from deltalake import write_deltalake
-
         now = dt.datetime.now(dt.timezone.utc)
         rows = [
             {"run_id": run_id or self.owner, "layer": t.layer if isinstance(t, Write) else t[0],
@@ -420,5 +434,4 @@ class Lake:
             for t, s in zip(tables, stats)
         ]
         if rows:
-            write_deltalake(str(self.root / PUBLISH), pa.Table.from_pylist(rows, schema=PUBLISH_SCHEMA),
-                            mode="append", configuration=TABLE_PROPERTIES)
+            _append(str(self.root / PUBLISH), pa.Table.from_pylist(rows, schema=PUBLISH_SCHEMA))

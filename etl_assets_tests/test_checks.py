@@ -274,7 +274,7 @@ def test_conservation_gate_counts_what_was_written(tmp_path, monkeypatch, spark)
                         selection=[AssetKey(["bronze", "customers"]), *customers])
     assert first.success
     real = factory.silver_frame
-    lost = sorted(r[0] for r in spark.read.parquet(str(lake / "silver" / "customers")).select("customer_id").collect())[0]
+    lost = sorted(r[0] for r in spark.read.format("delta").load(str(lake / "silver" / "customers")).select("customer_id").collect())[0]
     monkeypatch.setattr(factory, "silver_frame", lambda *a: real(*a).where(f"customer_id != '{lost}'"))
     second = materialize(list(defs.assets), resources=defs.resources, instance=DagsterInstance.ephemeral(),
                          selection=customers, raise_on_error=False)
@@ -287,4 +287,4 @@ def test_conservation_gate_counts_what_was_written(tmp_path, monkeypatch, spark)
     assert "silver" in conservation.metadata["what_failed"].value
     assert evaluations[checks.SCHEMA].passed  # nothing else is wrong with the frame
     # the previous version stays
-    assert lost in {r[0] for r in spark.read.parquet(str(lake / "silver" / "customers")).select("customer_id").collect()}
+    assert lost in {r[0] for r in spark.read.format("delta").load(str(lake / "silver" / "customers")).select("customer_id").collect()}

@@ -20,7 +20,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
+from deltalake import DeltaTable, write_deltalake
 
 from etl_assets import audit
 from etl_assets.checksums import lake_checksums, table_checksum
@@ -45,7 +45,7 @@ def test_rebuild_from_bronze_is_identical(lake_run, tmp_path):
     assert sorted(before["tables"]) == ALL_TABLES and "gold/audit_log" not in before["tables"]
     assert all(v["rows"] > 0 for t, v in before["tables"].items() if not t.startswith("quarantine/")), before
 
-    # the disaster: everything but bronze (and its manifests) is gone, the instance too
+    # the disaster: everything but bronze (and its ingest logs) is gone, the instance too
     for layer in ("silver", "quarantine", "gold"):
         shutil.rmtree(lake / layer)
     home = tmp_path / "new_dagster_home"
@@ -83,13 +83,13 @@ def test_rebuild_from_bronze_is_identical(lake_run, tmp_path):
 # -- the checksum itself -----------------------------------------------------------------------
 
 
-def _write(folder: Path, table: pa.Table, parts: int = 1) -> Path:
+def _write(folder: Path, table: pa.Table, parts: int = 1) -> pa.Table:
+    """The table as a Delta table in ``folder`` written in ``parts`` commits, read back."""
     shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
     size = -(-table.num_rows // parts)
     for i in range(parts):
-        pq.write_table(table.slice(i * size, size), folder / f"part-{i}.parquet")
-    return folder
+        write_deltalake(str(folder), table.slice(i * size, size), mode="append")
+    return DeltaTable(str(folder)).to_pyarrow_table()
 
 
 def test_checksum_ignores_order_files_and_volatile_columns_but_not_values(tmp_path):
@@ -140,7 +140,7 @@ def test_checksum_compares_ciphertext_by_plaintext(tmp_path, spark, pii):
     assert sums["one"][1] == sums["two"][1] != sums["other"][1]
 
 
-def lake_checksums_for(folder: Path, key: str | None) -> str:
+def lake_checksums_for(table: pa.Table, key: str | None) -> str:
     from etl_assets.checksums import _decryptor
 
-    return table_checksum(folder, "quarantine/t", _decryptor(key) if key else None)["checksum"]
+    return table_checksum(table, "quarantine/t", _decryptor(key) if key else None)["checksum"]

@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.dataset as pads
+from deltalake import DeltaTable
 import pytest
 
-from etl_assets.ingest import ManifestStore
+from etl_assets.ingest import IngestLog
 from etl_assets.lake import Lake
 from etl_assets.registry import DATASETS
 from etl_assets_tests.corpus import (
@@ -72,7 +72,7 @@ table = read_table
 
 def rows_of(lake: Path, layer: str, name: str, col: str, values) -> dict:
     values = set(values)
-    t = pads.dataset(str(lake / layer / name), format="parquet").to_table()
+    t = DeltaTable(str(lake / layer / name)).to_pyarrow_dataset().to_table()
     mask = pa.compute.is_in(t[col], value_set=pa.array(sorted(values)))
     return {r[col]: r for r in t.filter(mask).to_pylist()}
 
@@ -226,8 +226,8 @@ def test_truncated_parquet_is_rejected_by_name_and_the_rest_publishes(hostile):
     generated = [r for r in table(lake, "bronze", "orders") if r["_dt"] not in (D1, D2)]  # not the corpus days
     assert len(generated) == hostile["totals"]["orders"]
     assert table(lake, "silver", "orders") and table(lake, "gold", "fact_orders")
-    # recorded in the manifest as processed-and-rejected, with its error
-    entries = ManifestStore(Lake(str(lake)), "orders").load().entries  # the day shards
+    # recorded in the ingest log as processed-and-rejected, with its error
+    entries = IngestLog.load(Lake(str(lake)), "orders").entries
     assert entries[TRUNCATED]["status"] == "rejected" and "cannot read Parquet" in entries[TRUNCATED]["error"]
 
 
@@ -387,7 +387,7 @@ try:
     spark.range(0, 3_000_000).select(F.rand(1).alias("x")).collect()  # ~24 MB of random doubles
 except Exception as e:
     refused = "maxResultSize" in str(e)
-rows = spark.read.parquet(os.path.join(os.environ["ETL_LAKE_URI"], "bronze", "customers")).count()
+rows = spark.read.format("delta").load(os.path.join(os.environ["ETL_LAKE_URI"], "bronze", "customers")).count()
 print(json.dumps({
     "success": result.success,
     "max_result_size": spark.conf.get("spark.driver.maxResultSize"),
@@ -441,7 +441,7 @@ def test_s3_unsafe_key_zero_byte_object_and_odd_key(moto_s3, spark, tmp_path, mo
         result = defs.resolve_job_def("landing_ingest").execute_in_process(
             run_config=req.run_config, instance=instance, asset_selection=req.asset_selection, tags=req.tags)
     assert result.success
-    bronze = pads.dataset(str(lake / "bronze" / "accounts"), format="parquet").to_table().to_pylist()
+    bronze = DeltaTable(str(lake / "bronze" / "accounts")).to_pyarrow_dataset().to_table().to_pylist()
     assert sorted(r["account_id"] for r in bronze) == ["AX-S3-1", "AX-S3-2", "AX-S3-ODD"]
     assert {r["_source_file"] for r in bronze if r["account_id"] == "AX-S3-ODD"} == {f"s3://{bucket}/{prefix}/{odd}"}
     meta = materializations(result)["bronze/accounts"]

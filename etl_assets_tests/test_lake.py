@@ -1,7 +1,8 @@
-"""The lake's write protocol: atomic multi-table publish with roll-forward, and the table locks.
+"""The lake on Delta Lake: commits, the _publish log, the quality-gate staging, and the table locks.
 
 The locks are exercised across real processes (``flock`` is per open file, so a holder in
-another process is what a concurrent run looks like)."""
+another process is what a concurrent run looks like). Tables are read back with the ``deltalake``
+package, as an independent reader would."""
 
 from __future__ import annotations
 
@@ -9,61 +10,98 @@ import json
 import subprocess
 import sys
 import textwrap
-import time
+import threading
 
-import pyarrow.dataset as pads
+import pyarrow as pa
 import pytest
+from deltalake import DeltaTable
 
-from etl_assets.lake import MARKER, Lake, LakeLockTimeout, Write
+from etl_assets.lake import PUBLISH, Lake, LakeLockTimeout, LakeTableError, Write
 
 
-def rows(lake: Lake, layer: str, table: str) -> list[dict]:
-    return sorted(pads.dataset(lake.path(layer, table), format="parquet").to_table().to_pylist(), key=str)
+def rows(lake: Lake, layer: str, table: str, version: int | None = None) -> list[dict]:
+    return sorted(DeltaTable(lake.path(layer, table), version=version).to_pyarrow_table().to_pylist(), key=str)
 
 
 def frame(spark, version: int, n: int):
     return spark.createDataFrame([(i, version) for i in range(n)], "id int, version int")
 
 
-def test_publish_many_swaps_tables_together(spark, tmp_path):
+def pair(spark, version: int, n_silver: int, n_quarantine: int) -> list[Write]:
+    return [Write(frame(spark, version, n_silver), "silver", "t"), Write(frame(spark, version, n_quarantine), "quarantine", "t")]
+
+
+def latest_pair(lake: Lake) -> dict[str, int]:
+    """The silver/quarantine versions that the latest _publish commit naming both names."""
+    published = lake.published().to_pylist()
+    by_time: dict = {}
+    for r in published:
+        by_time.setdefault((r["published_at"], r["run_id"]), {})[r["layer"]] = r["version"]
+    both = [v for _, v in sorted(by_time.items()) if {"silver", "quarantine"} <= set(v)]
+    return both[-1]
+
+
+def test_a_transaction_is_one_delta_commit_per_table_and_one_publish_commit(spark, tmp_path):
     lake = Lake(str(tmp_path))
-    lake.publish_many([Write(frame(spark, 1, 3), "silver", "t"), Write(frame(spark, 1, 2), "quarantine", "t")])
-    stats = lake.publish_many([Write(frame(spark, 2, 4), "silver", "t"), Write(frame(spark, 2, 1), "quarantine", "t")])
+    with lake.transaction(pair(spark, 1, 3, 2), "run-1"):
+        pass
+    with lake.transaction(pair(spark, 2, 4, 1), "run-2") as staged:
+        pass
     assert {r["version"] for r in rows(lake, "silver", "t")} == {2} and len(rows(lake, "silver", "t")) == 4
     assert {r["version"] for r in rows(lake, "quarantine", "t")} == {2} and len(rows(lake, "quarantine", "t")) == 1
-    assert all(s["files"] >= 1 and s["bytes"] > 0 for s in stats)
-    # nothing left behind: no journal, no staged or previous versions
-    assert not list((tmp_path / "_staging" / "_txn").glob("*.json"))
-    assert not [p for p in (tmp_path / "_staging").rglob("*.parquet")]
+    assert [s["version"] for s in staged.stats] == [1, 1]
+    assert [(s["rows"], s["operation"]) for s in staged.stats] == [(4, "WRITE"), (1, "WRITE")]
+    assert all(s["files"] >= 1 and s["bytes"] > 0 and s["files_removed"] >= 1 for s in staged.stats)
+    # the previous version is still there for time travel
+    assert {r["version"] for r in rows(lake, "silver", "t", version=0)} == {1}
+    # _publish: one row per table and commit, the pair in one commit of its own
+    log = sorted((r["run_id"], r["layer"], r["table"], r["version"], r["rows"]) for r in lake.published().to_pylist())
+    assert log == [("run-1", "quarantine", "t", 0, 2), ("run-1", "silver", "t", 0, 3),
+                   ("run-2", "quarantine", "t", 1, 1), ("run-2", "silver", "t", 1, 4)]
+    assert DeltaTable(str(tmp_path / PUBLISH)).version() == 1  # two commits: one per transaction
+    assert not [p for p in (tmp_path / "_staging").rglob("*") if p.is_file()]
 
 
-def test_killed_between_exchanges_is_rolled_forward(spark, tmp_path, monkeypatch):
+def test_tables_are_reader_version_1_without_pii_or_raw_lines_in_statistics(spark, tmp_path):
     lake = Lake(str(tmp_path))
-    lake.publish_many([Write(frame(spark, 1, 3), "silver", "t"), Write(frame(spark, 1, 2), "quarantine", "t")])
+    df = spark.createDataFrame([("c1", "a@x.com", "a line", ["r"], "2026-01-01")],
+                               "customer_id string, email string, _corrupt_record string, _reasons array<string>, _dt string")
+    lake.commit([Write(df, "bronze", "customers", pii=frozenset({"email"}))], "run-1")
+    table = DeltaTable(lake.path("bronze", "customers"))
+    assert (table.protocol().min_reader_version, table.protocol().reader_features) == (1, None)
+    assert table.metadata().configuration["delta.dataSkippingStatsColumns"] == "`customer_id`,`_dt`"
+    log_text = "".join(p.read_text() for p in (tmp_path / "bronze" / "customers" / "_delta_log").glob("*.json"))
+    assert "c1" in log_text and "a@x.com" not in log_text and "a line" not in log_text
 
-    real_swap, calls = Lake._swap_in, []
 
-    def dies_after_first(staged, live):
+def test_killed_between_silver_and_quarantine_commits(spark, tmp_path, monkeypatch):
+    """The torn state: silver committed, quarantine not, _publish not appended. _publish still
+    names the previous pair, which adds up; the next run of the dataset commits a new pair."""
+    lake = Lake(str(tmp_path))
+    with lake.transaction(pair(spark, 1, 3, 2), "run-1"):
+        pass
+    real_commit, calls = Lake._commit, []
+
+    def dies_after_first(self, w):
         if calls:
-            raise KeyboardInterrupt("killed between the two exchanges")  # like a SIGKILL: no cleanup
-        calls.append(live)
-        real_swap(staged, live)
+            raise KeyboardInterrupt("killed between the two commits")  # like a SIGKILL: no cleanup
+        calls.append(w.table)
+        return real_commit(self, w)
 
-    monkeypatch.setattr(Lake, "_swap_in", staticmethod(dies_after_first))
+    monkeypatch.setattr(Lake, "_commit", dies_after_first)
     with pytest.raises(KeyboardInterrupt):
-        lake.publish_many([Write(frame(spark, 2, 4), "silver", "t"), Write(frame(spark, 2, 1), "quarantine", "t")])
-    monkeypatch.setattr(Lake, "_swap_in", staticmethod(real_swap))
-
-    # the torn state a reader could see for an instant; the journal names the staged folder
-    assert {r["version"] for r in rows(lake, "silver", "t")} == {2}
+        with lake.transaction(pair(spark, 2, 4, 1), "run-2"):
+            pass
+    monkeypatch.setattr(Lake, "_commit", real_commit)
+    assert {r["version"] for r in rows(lake, "silver", "t")} == {2}  # the new silver is live
     assert {r["version"] for r in rows(lake, "quarantine", "t")} == {1}
-    assert len(list((tmp_path / "_staging" / "_txn").glob("*.json"))) == 1
-
-    assert Lake(str(tmp_path)).recover() == 1  # what the next run's first publish does
-    assert {r["version"] for r in rows(lake, "quarantine", "t")} == {2} and len(rows(lake, "quarantine", "t")) == 1
-    assert (tmp_path / "silver" / "t" / MARKER).read_text() == (tmp_path / "quarantine" / "t" / MARKER).read_text()
-    assert not list((tmp_path / "_staging" / "_txn").glob("*.json"))
-    assert Lake(str(tmp_path)).recover() == 0
+    named = latest_pair(lake)
+    assert named == {"silver": 0, "quarantine": 0}
+    assert {r["version"] for r in rows(lake, "silver", "t", named["silver"])} == {1}  # a consistent pair
+    with lake.transaction(pair(spark, 3, 5, 2), "run-3"):  # the next run repairs it
+        pass
+    assert latest_pair(lake) == {"silver": 2, "quarantine": 1}
+    assert {r["version"] for r in rows(lake, "quarantine", "t")} == {3}
 
 
 def test_leftover_staging_of_a_killed_publish_is_removed(spark, tmp_path):
@@ -79,20 +117,42 @@ def test_leftover_staging_of_a_killed_publish_is_removed(spark, tmp_path):
 
 def test_a_transaction_that_raises_publishes_nothing_and_leaves_no_staging(spark, tmp_path):
     """What a failed quality gate does: the tables were staged, the block raises, nothing is
-    swapped in and the staged folders are gone; the next transaction publishes normally."""
+    committed and the staged files are gone; the next transaction publishes normally."""
     lake = Lake(str(tmp_path))
-    lake.publish_many([Write(frame(spark, 1, 3), "silver", "t"), Write(frame(spark, 1, 2), "quarantine", "t")])
+    with lake.transaction(pair(spark, 1, 3, 2), "run-1"):
+        pass
     with pytest.raises(RuntimeError, match="gate"):
-        with lake.transaction([Write(frame(spark, 2, 4), "silver", "t"), Write(frame(spark, 2, 1), "quarantine", "t")]) as staged:
-            assert all((p / MARKER).exists() for p in staged.paths) and len(staged.stats) == 2
+        with lake.transaction(pair(spark, 2, 4, 1), "run-2") as staged:
+            assert all(p.is_dir() for p in staged.paths) and staged.stats == []
             assert {r["version"] for r in rows(lake, "silver", "t")} == {1}  # staged, not visible
             raise RuntimeError("quality gate blocked publishing")
-    assert {r["version"] for r in rows(lake, "silver", "t")} == {1} and len(rows(lake, "silver", "t")) == 3
-    assert {r["version"] for r in rows(lake, "quarantine", "t")} == {1}
+    assert lake.version("silver", "t") == 0 and lake.version("quarantine", "t") == 0
+    assert {r["run_id"] for r in lake.published().to_pylist()} == {"run-1"}
     assert not [p for p in (tmp_path / "_staging").rglob("*") if p.is_file()]
-    with lake.transaction([Write(frame(spark, 3, 1), "silver", "t"), Write(frame(spark, 3, 1), "quarantine", "t")]):
+    with lake.transaction(pair(spark, 3, 1, 1), "run-3"):
         pass
     assert {r["version"] for r in rows(lake, "silver", "t")} == {3} == {r["version"] for r in rows(lake, "quarantine", "t")}
+
+
+def test_replace_where_commits_replace_only_the_matching_rows(spark, tmp_path):
+    lake = Lake(str(tmp_path))
+    day = lambda d, n: spark.createDataFrame([(d, i) for i in range(n)], "_dt string, n int")  # noqa: E731
+    lake.commit([Write(day("d1", 2).unionByName(day("d2", 3)), "bronze", "b")], "run-1")
+    stats = lake.commit([Write(day("d2", 1), "bronze", "b", replace_where="_dt IN ('d2')")], "run-2")[0]
+    assert sorted((r["_dt"], r["n"]) for r in rows(lake, "bronze", "b")) == [("d1", 0), ("d1", 1), ("d2", 0)]
+    assert stats["rows"] == 3 and stats["version"] == 1
+
+
+def test_a_damaged_delta_log_names_the_table(spark, tmp_path):
+    lake = Lake(str(tmp_path))
+    # written without Spark, so this session has no cached snapshot of it
+    lake.append("gold", "g", pa.table({"id": [1, 2]}), "run-1")
+    for f in (tmp_path / "gold" / "g" / "_delta_log").glob("*.json"):
+        f.write_text("{not json")
+    with pytest.raises(LakeTableError, match="gold/g"):
+        lake.read(spark, "gold", "g").count()
+    with pytest.raises(LakeTableError, match="gold/g"):
+        lake.rows("gold", "g")
 
 
 HOLDER = textwrap.dedent(
@@ -136,14 +196,35 @@ def test_a_locked_table_is_refused_with_a_clear_message(spark, tmp_path):
 
 
 def test_a_writer_waits_for_the_holder_then_publishes(spark, tmp_path):
+    """The lock kept on a local lake (Delta's local log store may let two commits at the same
+    moment overwrite each other): a writer blocks while another process holds the table, then
+    commits once it is released."""
     lake = Lake(str(tmp_path))
-    holder = _hold(tmp_path, 2)
-    lake.publish(frame(spark, 7, 2), "silver", "t")  # blocks until the holder releases
-    acquired_after = time.time()
-    out = holder.stdout.read().split()
-    holder.wait()
-    assert out[0] == "released" and float(out[1]) <= acquired_after
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER_UNTIL_STDIN, str(tmp_path)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    done = threading.Event()
+    writer = threading.Thread(target=lambda: (lake.publish(frame(spark, 7, 2), "silver", "t"), done.set()))
+    writer.start()
+    try:
+        assert not done.wait(3), "the writer committed while another process held the table"
+        assert not lake.exists("silver", "t")
+    finally:
+        holder.communicate("release\n", timeout=30)
+    writer.join(120)
+    assert done.is_set()
     assert {r["version"] for r in rows(lake, "silver", "t")} == {7}
+
+
+HOLDER_UNTIL_STDIN = textwrap.dedent(
+    """
+    import sys
+    from etl_assets.lake import Lake
+    with Lake(sys.argv[1]).step_lock(writes=[("silver", "t")], owner="run holder-run"):
+        print("locked", flush=True)
+        sys.stdin.readline()
+    """
+)
 
 
 def test_readers_share_and_locks_are_reentrant(tmp_path):

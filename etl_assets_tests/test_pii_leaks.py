@@ -4,7 +4,7 @@ neither the salt, nor the key, nor a raw email, name or phone number of the land
 
 - in any file under DAGSTER_HOME (event log and run storage SQLite, compute logs, ...),
 - in the JSON-lines alert log,
-- in the lake's bookkeeping (``_manifests``),
+- in the lake's bookkeeping (``_ingest`` logs, ``_publish``) and every table's ``_delta_log``,
 - in any string value of any silver, quarantine or gold table (read with pyarrow).
 
 The scanners are checked against planted values (and against bronze, which by contract holds the
@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.dataset as pads
+from deltalake import DeltaTable, write_deltalake
 import pyarrow.parquet as pq
 import pytest
 
@@ -118,7 +118,7 @@ def scan_table(path: Path, secrets: list[str], pii: dict[str, set[str]]) -> list
     """Hits in every string (and array-of-string) column of a Parquet table: a secret, email or
     phone as a substring (emails case-insensitively), a name as a whole cell or token (not in a
     company-name column)."""
-    table = pads.dataset(str(path), format="parquet").to_table()
+    table = DeltaTable(str(path)).to_pyarrow_dataset().to_table()
     substrings = set(secrets) | set(pii["emails"]) | set(pii["phones"]) | set(pii["pairs"])
     lowered = {e.lower() for e in pii["emails"]}
     names = pii["names"]
@@ -165,11 +165,10 @@ def test_scanners_find_planted_values(run, tmp_path):
     assert any("secret" in h for h in hits) and any("emails" in h for h in hits)
     assert any("names" in h for h in hits) and any("phones" in h for h in hits)
     table = tmp_path / "planted"
-    table.mkdir()
-    pq.write_table(
+    write_deltalake(
+        str(table),
         pa.table({"ok": ["fine", None], "leak": [f" {name} ", "x"], "arr": [["a"], [email.upper()]],
                   "salted": [f"v{secrets[0]}", None]}),
-        table / "part-0.parquet",
     )
     found = scan_table(table, secrets, pii)
     assert any(".leak: name" in h for h in found) and any(".arr:" in h for h in found)
@@ -191,8 +190,34 @@ def test_no_secret_or_pii_in_the_dagster_instance_or_alert_log(run):
         "no compute logs captured"
     alert_log = run["alert_log"]
     assert alert_log.is_file() and alert_log.read_text().strip(), "the alert sensor wrote no alert to scan"
-    extra = [alert_log] + [p for p in (run["lake"] / "_manifests").rglob("*") if p.is_file()]
+    extra = [alert_log] + [p for p in (run["lake"] / "_ingest").rglob("*") if p.is_file()]
     hits = scan_text_files(files + extra, needles(run["secrets"], run["pii"]))
+    assert not hits, "leaks:\n" + "\n".join(hits[:40])
+
+
+def delta_log_texts(lake: Path, out: Path) -> list[Path]:
+    """Every file of every ``_delta_log`` under the lake (commits, checksums, and checkpoints, the
+    Parquet ones written out as JSON text to ``out``): Delta keeps file statistics there, and
+    VACUUM never removes them."""
+    files = []
+    for log_dir in sorted(lake.rglob("_delta_log")):
+        for p in sorted(log_dir.iterdir()):
+            if p.suffix == ".parquet":
+                text = out / f"{len(files)}-{p.name}.json"
+                text.write_text(json.dumps(pq.read_table(p).to_pylist(), default=str))
+                files.append(text)
+            elif p.is_file():
+                files.append(p)
+    return files
+
+
+def test_no_raw_pii_in_any_delta_log(run, tmp_path):
+    """Bronze holds raw PII by design, but its statistics must not: they live in ``_delta_log``,
+    which outlives VACUUM (and so an erasure)."""
+    files = delta_log_texts(run["lake"], tmp_path)
+    assert any("bronze/customers/_delta_log" in str(p) for p in files)
+    assert any('"stats"' in p.read_text(errors="replace") for p in files if p.suffix == ".json")
+    hits = scan_text_files(files, needles(run["secrets"], run["pii"]))
     assert not hits, "leaks:\n" + "\n".join(hits[:40])
 
 
@@ -216,7 +241,7 @@ def test_quarantined_pii_is_stored_encrypted_only(run):
     aes = AESGCM(run["key"].encode())
     decrypted = 0
     for ds in PII_DATASETS:
-        table = pads.dataset(str(run["lake"] / "quarantine" / ds.name), format="parquet").to_table()
+        table = DeltaTable(str(run["lake"] / "quarantine" / ds.name)).to_pyarrow_dataset().to_table()
         cols = set(table.column_names)
         for c in ds.columns:
             if c.pii:

@@ -10,7 +10,7 @@ into moto directly, never through the proxy.
   that never stops gives up after exactly M attempts with a clear error) and back off (a
   ``x-amz-retry-after`` is honoured: the next attempt waits at least that long);
 - the arrival sensor and ``landing_ingest`` runs under a fault schedule ingest every landed
-  object exactly once (bronze rows per object = the object's rows, manifest = landed keys);
+  object exactly once (bronze rows per object = the object's rows, ingest log = landed keys);
 - an object that cannot be downloaded fails its dataset's run with an error naming it, is not
   marked ingested, and the rerun ingests it once.
 
@@ -30,12 +30,11 @@ import time
 from pathlib import Path
 
 import botocore.exceptions
-import pyarrow.parquet as pq
 import pytest
 from dagster import AssetKey, Definitions, build_sensor_context, in_process_executor, instance_for_test
 
 from etl_assets.definitions import build_definitions
-from etl_assets.ingest import ManifestStore
+from etl_assets.ingest import IngestLog
 from etl_assets.lake import Lake
 from etl_assets.registry import dataset
 from etl_assets.resources import SparkResource
@@ -243,10 +242,9 @@ class Flow:
                                       raise_on_error=raise_on_error)
 
     def per_source(self, name: str) -> collections.Counter:
-        path = Path(self.lake.path("bronze", name))
-        if not path.is_dir():
+        if not self.lake.exists("bronze", name):
             return collections.Counter()
-        t = pq.read_table(str(path), columns=["_source_file"])
+        t = self.lake.arrow("bronze", name, columns=["_source_file"])
         return collections.Counter(t.column("_source_file").to_pylist())
 
 
@@ -323,8 +321,8 @@ def _step_1_arrivals_under_faults_are_ingested_exactly_once(flow):
         expected_uris = {f"s3://{BUCKET}/{PREFIX}/{k}" for k in landed if k.startswith(ds.landing_prefix + "/")}
         nonempty = {u for u in expected_uris if per_file[u]}
         assert set(per_file) == nonempty, ds.name
-        m = ManifestStore(flow.lake, ds.name).load()
-        assert m.pending is None
+        m = IngestLog.load(flow.lake, ds.name)
+        assert m.bronze_version == flow.lake.version("bronze", ds.name)
         assert set(m.entries) == {k for k in landed if k.startswith(ds.landing_prefix + "/")}
     # nothing new: the next tick asks for nothing, and repeating a request adds no row
     proxy.clear()
@@ -357,7 +355,7 @@ def _step_2_undownloadable_object_fails_by_name_then_is_ingested_once(flow):
     hits = [r for r in proxy.records if "late delivery.csv" in r.path]
     assert [r.attempt for r in hits] == list(range(1, MAX_ATTEMPTS + 1))  # bounded, then the error
     assert flow.per_source("customers") == before  # the previous bronze version stays
-    assert late_key not in ManifestStore(flow.lake, "customers").load().entries  # not marked ingested
+    assert late_key not in IngestLog.load(flow.lake, "customers").entries  # not marked ingested
     # S3 recovers: the same request ingests it, once
     proxy.clear()
     assert flow.run(req).success

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import botocore.exceptions
-import pyarrow.parquet as pq
 import pytest
 from dagster import (
     AssetKey,
@@ -32,7 +31,7 @@ from dagster import (
 )
 
 from etl_assets.definitions import build_definitions
-from etl_assets.ingest import BronzeConfig, IngestConfigError, ManifestStore, ingest_bronze, validate_config
+from etl_assets.ingest import BronzeConfig, IngestConfigError, IngestLog, ingest_bronze, validate_config
 from etl_assets.lake import Lake
 from etl_assets.registry import DATASETS, dataset
 from etl_assets.resources import PlatformResource, SparkResource
@@ -64,14 +63,11 @@ def sample_keys(root: Path, day: str | None = None, prefixes=FLOW_PREFIXES) -> l
 
 
 def bronze_rows(lake: Lake, name: str) -> int:
-    path = Path(lake.path("bronze", name))
-    if not path.is_dir():
-        return 0
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in path.rglob("*.parquet"))
+    return lake.rows("bronze", name) if lake.exists("bronze", name) else 0
 
 
 def bronze_table(lake: Lake, name: str):
-    return pq.read_table(lake.path("bronze", name))
+    return lake.arrow("bronze", name)
 
 
 def bronze_multiset(lake: Lake, name: str) -> list[tuple]:
@@ -210,9 +206,10 @@ def _step_1_first_files_are_ingested(flow: Flow):
     assert all(counts[d.name] > 0 for d in FLOW), counts
     flow.cursor = result.cursor
     flow.state.update(day1=day1, counts1=counts, run1=run.run_id, req1=req)
-    # every landed day-1 object version is in the manifest, none pending
-    m = ManifestStore(flow.lake, "customers").load()
-    assert m.pending is None and sorted(m.entries) == sorted(k for k in day1 if k.startswith("warehouse/customers/"))
+    # every landed day-1 object version is in the ingest log, which describes the live bronze version
+    m = IngestLog.load(flow.lake, "customers")
+    assert m.bronze_version == flow.lake.version("bronze", "customers")
+    assert sorted(m.entries) == sorted(k for k in day1 if k.startswith("warehouse/customers/"))
     print(f"\n[s3] tick 1 + bronze run of {len(day1)} objects: {time.monotonic() - t0:.1f}s")
 
 
@@ -229,7 +226,7 @@ def _step_2_automation_reaches_silver_and_gold(flow: Flow):
     assert run.success
     for key in path:
         assert flow.lake.exists(*key.path)
-    assert pq.read_table(flow.lake.path("gold", "fact_orders")).num_rows > 0
+    assert flow.lake.rows("gold", "fact_orders") > 0
     # handled: nothing more to do until bronze changes again
     assert flow.automation().total_requested == 0
     print(f"\n[s3] automation requested {len(requested)} assets; ran {len(path)} to gold: {time.monotonic() - t0:.1f}s")
@@ -314,43 +311,44 @@ def _step_7_failed_run_does_not_mark_files_ingested(flow: Flow):
     flow.upload([src], rename=lambda k: f"warehouse/customers/dt={DAY3}/retry-me.csv")
     (req,) = flow.tick(flow.cursor).run_requests
 
-    def broken_publish(self, *a, **kw):
+    def broken_commit(self, *a, **kw):
         raise RuntimeError("disk full (injected)")
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(Lake, "publish", broken_publish)
+        mp.setattr(Lake, "_commit", broken_commit)
         assert not flow.run(req, raise_on_error=False).success
     assert bronze_rows(flow.lake, "customers") == before
-    m = ManifestStore(flow.lake, "customers").load()
+    m = IngestLog.load(flow.lake, "customers")
     assert f"warehouse/customers/dt={DAY3}/retry-me.csv" not in m.entries  # not marked ingested
 
     assert flow.run(req).success  # the rerun ingests it, once
     after = bronze_rows(flow.lake, "customers")
     assert after > before
 
-    # killed between publishing bronze and committing the manifest: the next run recovers
+    # killed between the bronze commit and the ingest-log commit: the next run sees that the log
+    # does not describe the live bronze version and rebuilds in full; no row is doubled
     flow.upload([src], rename=lambda k: f"warehouse/customers/dt={DAY3}/killed-run.csv")
-    real_save = ManifestStore.save
-    calls = []
+    real_write, calls = Lake.write_ledger, []
 
-    def dies_on_commit(self, m):
-        calls.append(m.pending is not None)
-        if m.pending is None:
-            raise KeyboardInterrupt("killed after publish (injected)")
-        real_save(self, m)
+    def dies_before_log(self, *a, **kw):
+        calls.append(1)
+        raise KeyboardInterrupt("killed after the bronze commit (injected)")
 
     spark = flow.defs.resources["spark"].get_session()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ManifestStore, "save", dies_on_commit)
+        mp.setattr(Lake, "write_ledger", dies_before_log)
         with pytest.raises(KeyboardInterrupt):
             ingest_bronze(spark, ds, flow.platform.landing, flow.lake, "killed-run", BronzeConfig(mode="incremental"))
     published = bronze_rows(flow.lake, "customers")
-    assert published > after and calls == [True, False]
-    assert ManifestStore(flow.lake, "customers").load().pending["run_id"] == "killed-run"
-    assert ingest_bronze(spark, ds, flow.platform.landing, flow.lake, "rerun", BronzeConfig(mode="incremental")) is None
-    m = ManifestStore(flow.lake, "customers").load()
-    assert m.pending is None and m.entries[f"warehouse/customers/dt={DAY3}/killed-run.csv"]["run_id"] == "killed-run"
-    assert bronze_rows(flow.lake, "customers") == published
+    assert published > after and calls == [1]
+    assert IngestLog.load(flow.lake, "customers").bronze_version != flow.lake.version("bronze", "customers")
+    rerun = ingest_bronze(spark, ds, flow.platform.landing, flow.lake, "rerun", BronzeConfig(mode="incremental"))
+    assert rerun.mode == "full" and rerun.requested_mode == "incremental"
+    m = IngestLog.load(flow.lake, "customers")
+    assert m.bronze_version == flow.lake.version("bronze", "customers")
+    assert f"warehouse/customers/dt={DAY3}/killed-run.csv" in m.entries
+    assert bronze_rows(flow.lake, "customers") == published  # the same rows, once
+    assert real_write is Lake.write_ledger
     flow.cursor = flow.tick(flow.cursor).cursor  # consume the arrivals
 
 
