@@ -28,8 +28,16 @@ exclusive ``flock`` on each table it writes and a shared one on each table it re
 order (no deadlock), until it has committed. A step that cannot get its locks waits (logging who
 holds them) up to ``ETL_LAKE_LOCK_TIMEOUT_S`` seconds (default 1800), then fails naming the table
 and the holder. ``flock`` locks die with their process, so a killed run never leaves a stale lock.
-``_publish`` and ``gold/audit_log`` are appended through ``deltalake``, whose local commits are
-an atomic create-if-absent (concurrent appends retry), so they need no lock.
+``_publish`` and ``gold/audit_log`` are appended through ``deltalake``, whose commits are an atomic
+create-if-absent (locally a no-replace rename, on S3 a conditional ``PutObject``), so they need
+no lock.
+
+**S3 lakes** (``ETL_LAKE_URI=s3://bucket/prefix``). Spark reads and writes the tables through
+``s3://`` (S3A in the sessions this platform creates, EMRFS on EMR), ``deltalake`` through its own
+S3 client with the same standard AWS settings (``delta_storage_options``). There is no ``flock``
+on S3, and Delta-Spark's S3 log store is safe for one writing driver per table only: the assets
+carry Dagster pools (one per written table, limit 1 in the instance configuration), so one
+Dagster instance never runs two writers of a table at once.
 
 **Delta settings** for every table: reader version 1 (no deletion vectors, column mapping or v2
 checkpoints, so the ``deltalake`` package reads every table), and file statistics only on
@@ -52,6 +60,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
@@ -80,7 +89,8 @@ TABLE_PROPERTIES = {
 _NO_STATS_SUFFIXES = ("_enc", "_hash", "_norm")
 
 
-def _append(path: str, rows: pa.Table, attempts: int = 20) -> None:
+def _append(path: str, rows: pa.Table, storage_options: dict | None = None, metadata: dict | None = None,
+            attempts: int = 20) -> None:
     """A blind append through ``deltalake``. Appends never conflict with each other: a writer that
     loses the race for a version number retries on the next one. Only the table's creation can
     conflict (writers creating it at once, or appending while it is created): the loser appends
@@ -89,10 +99,11 @@ def _append(path: str, rows: pa.Table, attempts: int = 20) -> None:
     from deltalake.exceptions import CommitFailedError
 
     for attempt in range(attempts):
-        creating = not DeltaTable.is_deltatable(path)
+        creating = not DeltaTable.is_deltatable(path, storage_options=storage_options)
         try:
             write_deltalake(path, rows, mode="append", configuration=TABLE_PROPERTIES if creating else None,
-                            commit_properties=CommitProperties(max_commit_retries=1000))
+                            commit_properties=CommitProperties(max_commit_retries=1000, custom_metadata=metadata),
+                            storage_options=storage_options)
             return
         except CommitFailedError as e:
             if not any(m in str(e) for m in ("Metadata changed", "Protocol changed")) or attempt == attempts - 1:
@@ -138,31 +149,83 @@ class Staged:
     after the block, the commits' stats (``version``, ``rows``, files and bytes)."""
 
     txn: str
-    paths: list[Path]
+    paths: list[str]
     stats: list[dict]
 
 
+def delta_storage_options(environ: dict | None = None) -> dict[str, str]:
+    """What ``deltalake`` needs beyond the standard AWS variables it reads itself: the endpoint
+    (``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL``, plain HTTP allowed for a local one such as moto
+    or MinIO, path-style) and S3's conditional writes, which make its commits safe."""
+    env = os.environ if environ is None else environ
+    opts = {"conditional_put": "etag"}
+    endpoint = (env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or "").strip()
+    if endpoint:
+        opts["AWS_ENDPOINT_URL"] = endpoint
+        opts["AWS_VIRTUAL_HOSTED_STYLE_REQUEST"] = "false"
+        if endpoint.startswith("http://"):
+            opts["AWS_ALLOW_HTTP"] = "true"
+    region = (env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "").strip()
+    if region:
+        opts["AWS_REGION"] = region
+    return opts
+
+
 class Lake:
+    """The lake at ``uri``: a local folder (``/path``, ``file://``) or an S3 prefix (``s3://``)."""
+
     def __init__(self, uri: str, owner: str | None = None):
         scheme, location = parse_uri(uri)
-        if scheme != "file":
-            raise ValueError(
-                f"ETL_LAKE_URI={uri!r}: this build publishes Delta tables to a local or mounted "
-                "lake folder only; see README 'Environments' for S3"
-            )
-        self.root = Path(location)
+        self.local = scheme == "file"
+        # local: the folder; S3: None (nothing may treat an S3 lake as a folder)
+        self.root = Path(location) if self.local else None
+        self.base = location if self.local else f"s3://{location}"
+        self.uri = uri
         self.owner = owner or f"pid {os.getpid()}"  # who holds our locks (a run id, when known)
         self._held: dict[tuple[str, str], int] = {}  # locks this process holds, table -> mode
+        self._options = None if self.local else delta_storage_options()
+        self._s3 = None
+
+    def _client(self):
+        """boto3 for the S3 lake's own listing and deletes (the landing zone's client settings)."""
+        if self._s3 is None:
+            from etl_assets.s3 import LandingS3Resource
+
+            self._s3 = LandingS3Resource.from_env().get_client()
+        return self._s3
+
+    def _at(self, *parts: str) -> str:
+        return "/".join([self.base.rstrip("/"), *parts])
+
+    def check(self) -> None:
+        """Fail early, naming ``ETL_LAKE_URI``, when the lake cannot be used (an S3 bucket that
+        does not exist or cannot be reached with the credentials at hand)."""
+        if self.local:
+            return
+        bucket = self.base[len("s3://"):].split("/", 1)[0]
+        try:
+            self._client().head_bucket(Bucket=bucket)
+        except Exception as e:  # noqa: BLE001 - botocore raises many kinds
+            raise ValueError(f"ETL_LAKE_URI={self.uri!r}: cannot use bucket {bucket!r}: {e}") from e
 
     # ---------------------------------------------------------------- layout
     def path(self, layer: str, table: str) -> str:
-        return str(self.root / layer / table)
+        return self._at(layer, table)
+
+    def _is_delta(self, uri: str) -> bool:
+        if self.local:
+            return Path(uri, "_delta_log").is_dir()
+        from deltalake import DeltaTable
+
+        return DeltaTable.is_deltatable(uri, storage_options=self._options)
 
     def exists(self, layer: str, table: str) -> bool:
-        return (self.root / layer / table / "_delta_log").is_dir()
+        return self._is_delta(self.path(layer, table))
 
     def tables(self) -> list[tuple[str, str]]:
         """``(layer, table)`` of every published table (``_publish`` and bookkeeping excluded)."""
+        if not self.local:
+            return [(layer, t) for layer, t in self._s3_children() if self.exists(layer, t)]
         out = []
         for layer_dir in sorted(p for p in self.root.glob("*") if p.is_dir() and not p.name.startswith("_")):
             for t in sorted(layer_dir.iterdir()):
@@ -170,9 +233,34 @@ class Lake:
                     out.append((layer_dir.name, t.name))
         return out
 
+    def _s3_children(self) -> list[tuple[str, str]]:
+        bucket, _, prefix = self.base[len("s3://"):].partition("/")
+        prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+        client, out = self._client(), []
+        layers = client.list_objects_v2(Bucket=bucket, Prefix=prefix, Delimiter="/").get("CommonPrefixes", [])
+        for lp in layers:
+            layer = lp["Prefix"][len(prefix):].strip("/")
+            if layer.startswith("_"):
+                continue
+            for tp in client.list_objects_v2(Bucket=bucket, Prefix=lp["Prefix"], Delimiter="/").get("CommonPrefixes", []):
+                out.append((layer, tp["Prefix"][len(lp["Prefix"]):].strip("/")))
+        return sorted(out)
+
+    def _remove(self, uri: str) -> None:
+        """Delete a staging folder (local) or prefix (S3)."""
+        if self.local:
+            shutil.rmtree(uri, ignore_errors=True)
+            return
+        bucket, _, prefix = uri[len("s3://"):].partition("/")
+        client = self._client()
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix.rstrip("/") + "/"):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+
     def _missing(self, layer: str, table: str) -> FileNotFoundError:
         return FileNotFoundError(
-            f"table {layer}/{table} has not been published yet under {self.root}; "
+            f"table {layer}/{table} has not been published yet under {self.base}; "
             f"materialize {layer}/{table} first"
         )
 
@@ -199,7 +287,7 @@ class Lake:
         if not self.exists(layer, table):
             raise self._missing(layer, table)
         try:
-            return DeltaTable(self.path(layer, table), version=version)
+            return DeltaTable(self.path(layer, table), version=version, storage_options=self._options)
         except Exception as e:  # noqa: BLE001
             raise LakeTableError(f"lake table {layer}/{table} ({self.path(layer, table)}) cannot be read "
                                  f"as a Delta table: {e}") from e
@@ -224,15 +312,15 @@ class Lake:
 
     def published(self) -> pa.Table:
         """Every ``_publish`` row (empty when nothing was published)."""
-        if not (self.root / PUBLISH / "_delta_log").is_dir():
+        if not self._is_delta(self._at(PUBLISH)):
             return PUBLISH_SCHEMA.empty_table()
         from deltalake import DeltaTable
 
-        return DeltaTable(str(self.root / PUBLISH)).to_pyarrow_table()
+        return DeltaTable(self._at(PUBLISH), storage_options=self._options).to_pyarrow_table()
 
     # ---------------------------------------------------------------- ledgers
     def _ledger_path(self, name: str) -> str:
-        return str(self.root / "_ingest" / name)
+        return self._at("_ingest", name)
 
     def ledger(self, name: str) -> tuple[pa.Table, dict]:
         """A bookkeeping table (the ingest log of a dataset) and its latest commit's metadata;
@@ -240,23 +328,24 @@ class Lake:
         from deltalake import DeltaTable
 
         path = self._ledger_path(name)
-        if not DeltaTable.is_deltatable(path):
+        if not self._is_delta(path):
             return pa.table({}), {}
-        table = DeltaTable(path)
+        table = DeltaTable(path, storage_options=self._options)
         last = table.history(1)[0]
         return table.to_pyarrow_table(), {k: v for k, v in last.items() if isinstance(v, str)}
 
     def write_ledger(self, name: str, rows: pa.Table, predicate: str | None, metadata: dict[str, str]) -> None:
         """Replace the ledger's rows matching ``predicate`` (all rows when None) by ``rows``, in
         one commit that carries ``metadata``."""
-        from deltalake import CommitProperties, DeltaTable, write_deltalake
+        from deltalake import CommitProperties, write_deltalake
 
         path = self._ledger_path(name)
-        if predicate is not None and not DeltaTable.is_deltatable(path):
+        if predicate is not None and not self._is_delta(path):
             predicate = None
         write_deltalake(path, rows, mode="overwrite", predicate=predicate, schema_mode=None,
                         configuration=TABLE_PROPERTIES if predicate is None else None,
-                        commit_properties=CommitProperties(custom_metadata=metadata))
+                        commit_properties=CommitProperties(custom_metadata=metadata),
+                        storage_options=self._options)
 
     # ------------------------------------------------------------------ locks
     def _lock_path(self, layer: str, table: str) -> Path:
@@ -272,9 +361,13 @@ class Lake:
         owner: str | None = None,
     ):
         """Hold exclusive locks on ``writes`` and shared locks on ``reads`` (``(layer, table)``);
-        ``owner`` (e.g. the run id) is shown to runs that wait for them."""
+        ``owner`` (e.g. the run id) is shown to runs that wait for them. On an S3 lake there is
+        no ``flock``: one writer per table is the Dagster pools' job (see the module docstring)."""
         if owner:
             self.owner = owner
+        if not self.local:
+            yield
+            return
         if timeout_s is None:
             timeout_s = float(os.environ.get("ETL_LAKE_LOCK_TIMEOUT_S", "1800"))
         modes = {tuple(t): fcntl.LOCK_SH for t in reads}
@@ -313,7 +406,7 @@ class Lake:
                 holder = self._holder(path)
                 if now - start >= timeout_s:
                     raise LakeLockTimeout(
-                        f"{name} in lake {self.root} is locked by another run ({holder}) for more "
+                        f"{name} in lake {self.base} is locked by another run ({holder}) for more "
                         f"than {timeout_s:.0f}s (ETL_LAKE_LOCK_TIMEOUT_S); not reading or writing it"
                     )
                 if now >= next_log:
@@ -360,21 +453,20 @@ class Lake:
             staged = Staged(f"{int(time.time())}-{uuid.uuid4().hex[:12]}", [], [])
             try:
                 for w in writes:
-                    parent = self.root / "_staging" / w.layer / w.table
-                    if parent.is_dir():  # we hold the exclusive lock: anything here is a killed run's
-                        shutil.rmtree(parent, ignore_errors=True)
-                    path = parent / staged.txn
+                    parent = self._at("_staging", w.layer, w.table)
+                    self._remove(parent)  # we hold the table: anything staged here is a killed run's
+                    path = f"{parent}/{staged.txn}"
                     staged.paths.append(path)
-                    w.df.write.mode("overwrite").option("compression", "snappy").parquet(str(path))
+                    w.df.write.mode("overwrite").option("compression", "snappy").parquet(path)
                 yield staged
                 session = writes[0].df.sparkSession if writes else None
                 for w, path in zip(writes, staged.paths):
-                    frame = session.read.schema(w.df.schema).parquet(str(path))
+                    frame = session.read.schema(w.df.schema).parquet(path)
                     staged.stats.append(self._commit(Write(frame, w.layer, w.table, w.mode, w.replace_where, w.pii)))
                 self.log_publish(writes, staged.stats, run_id)
             finally:
                 for path in staged.paths:
-                    shutil.rmtree(path, ignore_errors=True)
+                    self._remove(path)
 
     def commit(self, writes: list[Write], run_id: str = "") -> list[dict]:
         """Commit each write straight to Delta (no staging, no gate), then log them in one
@@ -418,11 +510,39 @@ class Lake:
 
     def append(self, layer: str, table: str, rows: pa.Table, run_id: str = "") -> dict:
         """Append a few driver-side rows (``deltalake``, no Spark job) in one commit, then its
-        ``_publish`` row; the commit's version and the table's rows."""
-        _append(self.path(layer, table), rows)
-        stats = {"version": self.version(layer, table), "rows": self.rows(layer, table)}
+        ``_publish`` row; the commit's version and the table's rows in that version."""
+        marker = uuid.uuid4().hex
+        path = self.path(layer, table)
+        _append(path, rows, self._options, {"etl_append_id": marker})
+        version = self._committed_version(layer, table, marker)
+        stats = {"version": version, "rows": self.rows(layer, table, version)}
         self.log_publish([(layer, table)], [stats], run_id)
         return stats
+
+    def _committed_version(self, layer: str, table: str, marker: str, newest: int = 200) -> int:
+        """The version of the commit carrying ``etl_append_id=marker``, from the commit files
+        themselves (other writers may have committed after it; ``deltalake``'s history numbers
+        entries from its snapshot, which can be older than its listing)."""
+        log_dir = f"{self.path(layer, table)}/_delta_log"
+        for version, read in self._commit_files(log_dir)[-newest:][::-1]:
+            for line in read().splitlines():
+                if marker in line and json.loads(line).get("commitInfo", {}).get("etl_append_id") == marker:
+                    return version
+        raise RuntimeError(f"{layer}/{table}: the commit {marker} is not among its last {newest} versions")
+
+    def _commit_files(self, log_dir: str) -> list[tuple[int, Callable[[], str]]]:
+        """``(version, reader of the file's text)`` of every JSON commit file in a ``_delta_log``."""
+        if self.local:
+            return sorted((int(p.stem), p.read_text) for p in Path(log_dir).glob("*.json") if p.stem.isdigit())
+        bucket, _, prefix = log_dir[len("s3://"):].partition("/")
+        client, out = self._client(), []
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/"):
+            for o in page.get("Contents", []):
+                name = o["Key"].rsplit("/", 1)[-1]
+                if name.endswith(".json") and name[:-5].isdigit():
+                    key = o["Key"]
+                    out.append((int(name[:-5]), lambda k=key: client.get_object(Bucket=bucket, Key=k)["Body"].read().decode()))
+        return sorted(out, key=lambda x: x[0])
 
     def log_publish(self, tables, stats: list[dict], run_id: str = "") -> None:
         """Append one ``_publish`` row per committed table, all in one Delta commit."""
@@ -434,4 +554,4 @@ class Lake:
             for t, s in zip(tables, stats)
         ]
         if rows:
-            _append(str(self.root / PUBLISH), pa.Table.from_pylist(rows, schema=PUBLISH_SCHEMA))
+            _append(self._at(PUBLISH), pa.Table.from_pylist(rows, schema=PUBLISH_SCHEMA), self._options)

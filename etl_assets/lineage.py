@@ -3,7 +3,8 @@
 Nothing here is written by hand per table: ``derive_lineage(df, lake_root)`` reads the
 *analyzed* logical plan of the DataFrame that an asset publishes and traces every output
 column back to the columns of the plan's leaves. A leaf that reads a lake table (a
-``LogicalRelation`` over a ``HadoopFsRelation`` whose root path is ``<lake>/<layer>/<table>``)
+``LogicalRelation`` over a ``HadoopFsRelation`` -- a Delta table's too -- whose root path is
+``<lake>/<layer>/<table>``)
 becomes the upstream asset ``[layer, table]``; so ``silver/orders`` points at ``bronze/orders``
 and ``silver/rates`` columns, and ``gold/customer_360`` at silver and gold columns.
 
@@ -252,6 +253,15 @@ def lake_table_resolver(lake_root: str) -> Callable[[list[str]], str | None]:
     return resolve
 
 
+def _is_fs_relation(rel) -> bool:
+    cls = rel.getClass()
+    while cls is not None:
+        if cls.getName().endswith("HadoopFsRelation"):
+            return True
+        cls = cls.getSuperclass()
+    return False
+
+
 def _jvm_leaf_paths(jplan) -> list[tuple[int | None, list[str]]]:
     """(first output exprId, root paths) of every leaf of the JVM plan, in pre-order."""
     out = []
@@ -265,7 +275,9 @@ def _jvm_leaf_paths(jplan) -> list[tuple[int | None, list[str]]]:
         paths: list[str] = []
         if leaf.getClass().getName().endswith("LogicalRelation"):
             rel = leaf.relation()
-            if rel.getClass().getName().endswith("HadoopFsRelation"):
+            # a HadoopFsRelation: Parquet files, or a Delta table (Delta's own anonymous
+            # subclass, over its log's file index, whose root path is the table's)
+            if _is_fs_relation(rel):
                 roots = rel.location().rootPaths()
                 paths = [str(roots.apply(j).toString()) for j in range(roots.size())]
         out.append((first, paths))

@@ -19,7 +19,7 @@ from pydantic import Field, PrivateAttr
 from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
-from etl_assets.jars import jar_paths
+from etl_assets.jars import cache_dir, jar_paths
 from etl_assets.lake import Lake
 from etl_assets.s3 import s3a_spark_conf
 from etl_assets.storage import LandingStore, landing_store
@@ -104,7 +104,9 @@ class SparkResource(ConfigurableResource):
                     "spark.driver.bindAddress", "127.0.0.1"
                 )
         conf = {**BASE_CONF, "spark.sql.shuffle.partitions": str(self.shuffle_partitions)}
+        ours = False
         if not self.remote and SparkContext._active_spark_context is None:
+            ours = True
             # a session this process creates: Delta and S3A from the cached jars (a session that
             # already exists, spark-submit's on EMR, brings its own)
             conf.update({"spark.jars": ",".join(jar_paths()), **DELTA_CONF, **s3a_spark_conf()})
@@ -116,6 +118,22 @@ class SparkResource(ConfigurableResource):
         spark = builder.getOrCreate()
         if not self.remote and not is_connect_session(spark):
             spark.sparkContext.setLogLevel(os.environ.get("ETL_SPARK_LOG_LEVEL", "ERROR"))
+            if not ours and str(cache_dir()) in spark.sparkContext.getConf().get("spark.jars", ""):
+                # a session this process created earlier with our jars: the AWS settings of now
+                # (S3A reads Hadoop settings from the session's runtime configuration too)
+                for k, v in s3a_spark_conf().items():
+                    if k.startswith("spark.hadoop."):
+                        spark.conf.set(k[len("spark.hadoop."):], v)
+                # its JVM was started with the environment of then: the credentials of now
+                # (keys in the environment) are handed over explicitly (Spark redacts them)
+                if os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
+                    token = os.environ.get("AWS_SESSION_TOKEN", "")
+                    spark.conf.set("fs.s3a.access.key", os.environ["AWS_ACCESS_KEY_ID"])
+                    spark.conf.set("fs.s3a.secret.key", os.environ["AWS_SECRET_ACCESS_KEY"])
+                    spark.conf.set("fs.s3a.session.token", token)
+                    spark.conf.set("fs.s3a.aws.credentials.provider",
+                                   "org.apache.hadoop.fs.s3a.TemporaryAWSCredentialsProvider" if token
+                                   else "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider")
         return spark
 
 
@@ -145,6 +163,11 @@ class PlatformResource(ConfigurableResource):
         if self._lake is None:
             self._lake = Lake(self.lake_uri)
         return self._lake
+
+    def setup_for_execution(self, context) -> None:
+        # a lake that cannot be used (an S3 bucket that is missing or unreachable with the
+        # credentials at hand) stops the run before any step, naming ETL_LAKE_URI
+        self.lake.check()
 
     @property
     def landing(self) -> LandingStore:

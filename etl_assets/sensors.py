@@ -11,7 +11,7 @@ Each tick of ``landing_arrival_sensor``:
 4. requests ONE run of ``landing_ingest`` for the bronze assets of those datasets, with
    ``mode: incremental``, and ``run_key`` = digest of the new object versions: a repeated request
    for the same versions (a re-listing, a re-evaluated tick, a restarted daemon) is dropped by
-   Dagster. The run itself ingests each version once (``etl_assets/ingest.py`` manifest), so
+   Dagster. The run itself ingests each version once (``etl_assets/ingest.py`` ingest log), so
    even a request for versions already ingested adds no row.
 
 Any listing error (S3 unreachable, access denied) raises: the tick fails, Dagster keeps the
@@ -265,7 +265,7 @@ def evaluate_arrivals(store: LandingStore, cursor_text: str | None, logger=log, 
     try:
         cursor = ArrivalCursor.decode(cursor_text)
     except (ValueError, KeyError, TypeError, zlib.error) as e:
-        # Starting over is safe: run keys and the ingestion manifest drop what was done already.
+        # Starting over is safe: run keys and the ingest log drop what was done already.
         logger.warning(f"unreadable cursor ({e}); listing everything as new")
         cursor = ArrivalCursor()
     tick = scan_landing(store, cursor, **kw)

@@ -161,3 +161,42 @@ def moto_s3():
     finally:
         mp.undo()
         shared().reset()  # running again if a test stopped it; empty for the next module
+
+
+@contextlib.contextmanager
+def moto_process(host: str = "127.0.0.1"):
+    """A moto server in a process of its own (``python -m moto.server``), yielding a ``MotoS3``
+    pointed at it, with boto3 and ``deltalake`` pointed at it through the standard AWS variables.
+
+    For tests whose code reads S3 through ``deltalake``: its calls hold the GIL while they wait
+    for S3, so a moto server on a thread of the same process (``shared()``) never answers them."""
+    import subprocess
+    import sys
+
+    server = MotoS3(host)
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", host, "-p", str(server.port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    mp = pytest.MonkeyPatch()
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection((host, server.port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"moto server on {host}:{server.port} did not start (rc={proc.poll()})")
+                time.sleep(0.1)
+        for k, v in FAKE_AWS_ENV.items():
+            mp.setenv(k, v)
+        for k in ("AWS_PROFILE", "AWS_ENDPOINT_URL_S3"):
+            mp.delenv(k, raising=False)
+        mp.setenv("AWS_ENDPOINT_URL", server.endpoint)
+        yield server
+    finally:
+        mp.undo()
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -123,7 +124,7 @@ def test_a_transaction_that_raises_publishes_nothing_and_leaves_no_staging(spark
         pass
     with pytest.raises(RuntimeError, match="gate"):
         with lake.transaction(pair(spark, 2, 4, 1), "run-2") as staged:
-            assert all(p.is_dir() for p in staged.paths) and staged.stats == []
+            assert all(Path(p).is_dir() for p in staged.paths) and staged.stats == []
             assert {r["version"] for r in rows(lake, "silver", "t")} == {1}  # staged, not visible
             raise RuntimeError("quality gate blocked publishing")
     assert lake.version("silver", "t") == 0 and lake.version("quarantine", "t") == 0

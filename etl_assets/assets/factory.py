@@ -75,6 +75,13 @@ def step_guard(context, platform, writes: list[tuple[str, str]], reads: list[tup
         raise Failure(description=f"{type(e).__name__}: {e}", allow_retries=False) from e
 
 
+def writer_pool(layer: str, table: str) -> str:
+    """The Dagster pool of the step that writes ``layer/table`` (silver's step writes quarantine
+    too). With ``pools: default_limit: 1`` in the instance (prod), one Dagster instance never runs
+    two writers of a table at once: on an S3 lake there is no ``flock`` (see etl_assets/lake.py)."""
+    return f"lake-{layer}-{table}"
+
+
 def publish_metadata(lake, layer: str, table: str, stats: dict, rows: int, started: float) -> dict:
     seconds = max(time.monotonic() - started, 1e-6)
     return {
@@ -189,6 +196,7 @@ def bronze_asset(ds: Dataset):
         output_required=False,  # incremental with nothing new: no materialization
         check_specs=bronze_check_specs(table_key("bronze", ds.name)),
         retry_policy=RETRY_POLICY,
+        pool=writer_pool("bronze", ds.name),
     )
     def _bronze(
         context: AssetExecutionContext, config: BronzeConfig, spark: SparkResource, platform: PlatformResource
@@ -262,6 +270,7 @@ def silver_asset(ds: Dataset):
     @multi_asset(
         name=f"silver_{ds.name}",
         retry_policy=RETRY_POLICY,
+        pool=writer_pool("silver", ds.name),
         check_specs=silver_check_specs(silver) + quarantine_check_specs(quarantine),
         specs=[
             AssetSpec(

@@ -10,7 +10,7 @@ from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from etl_assets import audit, checks
-from etl_assets.assets.factory import RETRY_POLICY, gate, publish_metadata, step_guard, table_key
+from etl_assets.assets.factory import RETRY_POLICY, gate, publish_metadata, step_guard, table_key, writer_pool
 from etl_assets.checks import PublishCheck
 from etl_assets.lake import Write
 from etl_assets.registry import DATASETS
@@ -106,6 +106,7 @@ def gold_asset(name: str):
         freshness_policy=GOLD_FRESHNESS,
         check_specs=gold_check_specs(name),
         retry_policy=RETRY_POLICY,
+        pool=writer_pool("gold", name),
     )
     def _gold(context: AssetExecutionContext, spark: SparkResource, platform: PlatformResource):
         reads = sorted(set(GOLD_DEPS[name]) | {(layer, p) for _, (layer, p), _ in REFERENCES.get(name, [])})
@@ -168,6 +169,7 @@ GOLD_ASSETS = [gold_asset(n) for n in GOLD_DEPS]
     automation_condition=AutomationCondition.eager(),
     check_specs=gold_check_specs("dq_scorecard"),
     retry_policy=RETRY_POLICY,
+    pool=writer_pool("gold", "dq_scorecard"),
 )
 def dq_scorecard(context: AssetExecutionContext, spark: SparkResource, platform: PlatformResource):
     """Reads the counts of each silver table's latest materialization from the event log."""

@@ -1,0 +1,140 @@
+"""The lake in S3: ``etl_all`` with ``ETL_LANDING_URI`` and ``ETL_LAKE_URI`` both ``s3://`` on
+moto's server (a real HTTP endpoint on 127.0.0.1, in a process of its own), nothing project-specific beyond the standard
+AWS variables. Spark reads the landed objects through S3A (``ETL_S3_READ_MODE=s3a``, no local
+copies) and commits Delta tables to the bucket; the tables are read back from S3 with the
+``deltalake`` package and compared, row for row, with the same landed data run into a local lake.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from dagster import DagsterInstance
+from deltalake import DeltaTable
+
+from etl_assets.checksums import table_checksum
+from etl_assets.definitions import build_definitions
+from etl_assets.lake import Lake, delta_storage_options
+from etl_assets.registry import DATASETS, GOLD_TABLES
+from etl_assets.sample_data import generate
+from etl_assets.settings import load_settings
+from etl_assets_tests.moto_server import moto_process
+
+# two whole etl_all runs in the module fixture (S3 and local): make test-slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
+
+LAND, LAKE = "etl-s3lake-landing", "etl-s3lake-lake"
+SALT, KEY = "s3-lake-salt", "0123456789abcdef0123456789abcdef"
+TABLES = ([f"{layer}/{ds.name}" for layer in ("bronze", "silver", "quarantine") for ds in DATASETS]
+          + [f"gold/{t}" for t in (*GOLD_TABLES, "dq_scorecard")])
+
+
+def _etl_all(env: dict) -> object:
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        job = build_definitions(load_settings()).resolve_job_def("etl_all")
+        return job.execute_in_process(instance=DagsterInstance.ephemeral(), raise_on_error=False)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _failures(result) -> list[str]:
+    return [f"{e.message} {e.event_specific_data}" for e in result.all_events if "FAILURE" in e.event_type_value]
+
+
+@pytest.fixture(scope="module")
+def moto():
+    with moto_process() as server:  # deltalake holds the GIL while it waits for S3: not a thread here
+        yield server
+
+
+@pytest.fixture(scope="module")
+def runs(moto, spark, tmp_path_factory):
+    root = tmp_path_factory.mktemp("s3_lake")
+    landing = root / "landing"
+    generate(landing, days=1, seed=31, scale=0.003)
+    s3 = moto.client()
+    s3.create_bucket(Bucket=LAND)
+    s3.create_bucket(Bucket=LAKE)
+    for f in sorted(p for p in landing.rglob("*") if p.is_file()):
+        s3.upload_file(str(f), LAND, f"raw/{f.relative_to(landing).as_posix()}")
+    common = {"ETL_ENV": "local", "ETL_PII_SALT": SALT, "ETL_PII_KEY": KEY, "ETL_SPARK_SHUFFLE_PARTITIONS": "2",
+              "ETL_ALERT_LOG": "none"}
+    in_s3 = _etl_all({**common, "ETL_LANDING_URI": f"s3://{LAND}/raw", "ETL_LAKE_URI": f"s3://{LAKE}/lake",
+                      "ETL_S3_READ_MODE": "s3a"})
+    local = _etl_all({**common, "ETL_LANDING_URI": str(landing), "ETL_LAKE_URI": str(root / "lake")})
+    return dict(in_s3=in_s3, local=local, local_lake=root / "lake", landing=landing, s3=s3)
+
+
+def _relative_sources(table, prefix: str):
+    """``_source_file`` relative to the landing root, which differs between the two runs."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if "_source_file" not in table.column_names:
+        return table
+    i = table.column_names.index("_source_file")
+    rel = pc.replace_substring(table.column(i), prefix, "")
+    assert all(v is None or "://" not in v and not v.startswith("/") for v in rel.to_pylist()), prefix
+    return table.set_column(i, pa.field("_source_file", pa.string()), rel)
+
+
+def test_etl_all_runs_with_landing_and_lake_in_s3(runs):
+    assert runs["in_s3"].success, _failures(runs["in_s3"])[:3]
+    assert runs["local"].success
+    keys = [o["Key"] for page in runs["s3"].get_paginator("list_objects_v2").paginate(Bucket=LAKE, Prefix="lake/")
+            for o in page.get("Contents", [])]
+    assert any(k.startswith("lake/silver/customers/_delta_log/") for k in keys)
+    assert not [k for k in keys if k.startswith("lake/_staging/")], "staged files left in the bucket"
+    assert not Path("lake").exists()  # nothing was written to a local folder named after the prefix
+
+
+def test_s3_tables_hold_the_same_rows_as_the_local_run(runs):
+    """Read from S3 with deltalake (the standard AWS variables plus the endpoint), compared with
+    the local lake by a checksum over every row (ciphertexts by their plaintext)."""
+    from etl_assets.checksums import _decryptor
+
+    decrypt = _decryptor(KEY)
+    options = delta_storage_options()
+    differences = {}
+    for table in TABLES:
+        remote = _relative_sources(DeltaTable(f"s3://{LAKE}/lake/{table}", storage_options=options)
+                                   .to_pyarrow_table(), f"s3://{LAND}/raw/")
+        local = _relative_sources(DeltaTable(str(runs["local_lake"] / table)).to_pyarrow_table(),
+                                  f"{runs['landing']}/")
+        a, b = table_checksum(remote, table, decrypt), table_checksum(local, table, decrypt)
+        if (a["rows"], a["checksum"]) != (b["rows"], b["checksum"]):
+            differences[table] = (a["rows"], b["rows"])
+    assert not differences, differences
+    assert DeltaTable(f"s3://{LAKE}/lake/silver/orders", storage_options=options).to_pyarrow_table().num_rows > 0
+
+
+def test_publish_log_and_protocol_on_s3(runs):
+    lake = Lake(f"s3://{LAKE}/lake")
+    published = lake.published().to_pylist()
+    named = {f"{r['layer']}/{r['table']}" for r in published}
+    assert set(TABLES) <= named and "gold/audit_log" in named
+    for table in ("bronze/customers", "silver/customers", "gold/fact_orders"):
+        layer, name = table.split("/")
+        t = lake.delta(layer, name)
+        assert t.protocol().min_reader_version == 1
+        last = max((r for r in published if f"{r['layer']}/{r['table']}" == table), key=lambda r: r["version"])
+        assert (last["version"], last["rows"]) == (t.version(), lake.rows(layer, name))
+    assert sorted(lake.tables()) == sorted(tuple(t.split("/")) for t in TABLES + ["gold/audit_log"])
+
+
+def test_a_missing_lake_bucket_stops_the_run_naming_the_setting(runs):
+    result = _etl_all({"ETL_ENV": "local", "ETL_PII_SALT": SALT, "ETL_PII_KEY": KEY,
+                       "ETL_LANDING_URI": f"s3://{LAND}/raw", "ETL_LAKE_URI": "s3://no-such-lake-bucket/lake",
+                       "ETL_S3_READ_MODE": "s3a", "ETL_ALERT_LOG": "none"})
+    assert not result.success
+    messages = " ".join(_failures(result))
+    assert "ETL_LAKE_URI" in messages and "no-such-lake-bucket" in messages
+    assert not result.get_asset_materialization_events()
