@@ -13,7 +13,7 @@ DAYS ?= 7
 SEED ?= 42
 
 .PHONY: install run test test-slow dev sample clean check-java docs browser-deps system-deps rebuild checksums bench \
-	asset-graph load-report jars
+	asset-graph load-report jars restore maintenance
 
 install: $(STAMP) jars browser-deps system-deps
 
@@ -79,6 +79,20 @@ dev: install
 # then print the per-table row checksums (compare with `make checksums` taken before).
 FROM ?= bronze
 REBUILD_JOB = $(if $(filter landing,$(FROM)),etl_all,rebuild_from_bronze)
+# Roll one lake table back to an earlier Delta version (time travel), audited:
+#   make restore TABLE=silver/customers VERSION=3
+restore: install
+	@test -n "$(TABLE)" -a -n "$(VERSION)" || { echo "usage: make restore TABLE=<layer>/<table> VERSION=<n>"; exit 2; }
+	@mkdir -p $(DAGSTER_HOME); cfg=$$(mktemp --suffix=.yaml); \
+	printf 'ops:\n  restore_lake_table:\n    config: {table: "%s", version: %s}\n' "$(TABLE)" "$(VERSION)" > $$cfg; \
+	$(BIN)/dagster job execute -m etl_assets -j restore_table -c $$cfg --tags '{"launched_by": "make-restore"}'; \
+	rc=$$?; rm -f $$cfg; exit $$rc
+
+# Compact bronze (OPTIMIZE) and apply the retention (VACUUM, ETL_LAKE_RETENTION_HOURS, default 168)
+maintenance: install
+	@mkdir -p $(DAGSTER_HOME)
+	$(BIN)/dagster job execute -m etl_assets -j lake_maintenance
+
 rebuild: install
 	@mkdir -p $(DAGSTER_HOME) && cp -n etl_assets/instance/dagster.local.yaml $(DAGSTER_HOME)/dagster.yaml 2>/dev/null || true
 	$(BIN)/dagster job execute -m etl_assets -j $(REBUILD_JOB) --tags '{"launched_by": "make-rebuild"}'

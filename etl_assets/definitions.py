@@ -9,6 +9,7 @@ from etl_assets.assets.gold import GOLD_ASSETS
 from etl_assets.alerts import ALERT_SENSORS
 from etl_assets.audit import audit_log_spec, code_version
 from etl_assets.docs import with_code_references
+from etl_assets.maintenance import lake_maintenance, lake_maintenance_daily, restore_table
 from etl_assets.resources import PlatformResource, SparkResource, build_executor
 from etl_assets.sensors import landing_arrival_sensor, landing_ingest_job, lakehouse_automation_sensor
 from etl_assets.settings import Settings, load_settings
@@ -67,7 +68,8 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
             engine_assets(settings, [*RAW_SPECS, *BRONZE_ASSETS, *SILVER_ASSETS, *GOLD_ASSETS]) + [audit_log_spec()]
         ),
         asset_checks=[*RAW_CHECKS, AUDIT_LOG_CHECK],
-        jobs=[etl_all, landing_ingest_job, rebuild_from_bronze],
+        jobs=[etl_all, landing_ingest_job, rebuild_from_bronze, restore_table, lake_maintenance],
+        schedules=[lake_maintenance_daily],  # OPTIMIZE bronze + VACUUM (etl_assets/maintenance.py)
         sensors=[landing_arrival_sensor, lakehouse_automation_sensor, *ALERT_SENSORS],  # alerts: etl_assets/alerts.py
         resources=build_resources(settings),
         # Runs launched by the automation sensor: one process, one SparkSession (as etl_all).

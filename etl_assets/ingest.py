@@ -29,7 +29,7 @@ commit) holds one row per object version bronze holds or rejected: key, URI, ETa
 run, status and error. Each log commit records the bronze version it describes. When that is not
 bronze's current version -- a run killed between the two commits, or bronze changed by other
 means (a restore) -- incremental and days runs fall back to a full rebuild, which is always
-correct. A rejected file (unreadable content) is logged with its error and not read again until a
+correct. Commits that change no data (OPTIMIZE, VACUUM) do not count. A rejected file (unreadable content) is logged with its error and not read again until a
 new version (ETag) of it lands.
 """
 
@@ -187,6 +187,21 @@ def unreadable_files(lake: Lake, store: LandingStore, ds: Dataset) -> dict[str, 
     return out
 
 
+MAINTENANCE_OPERATIONS = {"OPTIMIZE", "VACUUM START", "VACUUM END"}
+
+
+def _only_maintenance_since(lake: Lake, ds: Dataset, logged: int | None) -> bool:
+    """Whether every bronze commit after version ``logged`` only compacted or vacuumed files
+    (no data change): then the ingest log still describes the table."""
+    if logged is None:
+        return False
+    table = lake.delta("bronze", ds.name)
+    newer = table.version() - logged
+    if newer <= 0:
+        return False
+    return all(e.get("operation") in MAINTENANCE_OPERATIONS for e in table.history(newer))
+
+
 def ingest_bronze(
     session: SparkSession,
     ds: Dataset,
@@ -206,7 +221,7 @@ def ingest_bronze(
         if mode != "full":
             if live is None:
                 mode = "full"  # first ingestion: nothing to keep
-            elif ingest_log.bronze_version != live:
+            elif ingest_log.bronze_version != live and not _only_maintenance_since(lake, ds, ingest_log.bronze_version):
                 logger.warning(
                     f"bronze/{ds.name}: the ingest log describes bronze version {ingest_log.bronze_version}, "
                     f"not the live version {live} (a run killed before logging, or a restore); "

@@ -53,6 +53,7 @@ import errno
 import fcntl
 import json
 import logging
+import math
 import os
 import shutil
 import socket
@@ -543,6 +544,69 @@ class Lake:
                     key = o["Key"]
                     out.append((int(name[:-5]), lambda k=key: client.get_object(Bucket=bucket, Key=k)["Body"].read().decode()))
         return sorted(out, key=lambda x: x[0])
+
+    # ------------------------------------------------------------ maintenance
+    def _sql_table(self, layer: str, table: str) -> str:
+        return "delta.`" + self.path(layer, table).replace("`", "``") + "`"
+
+    def restore(self, spark: SparkSession, layer: str, table: str, version: int, run_id: str = "") -> dict:
+        """Roll ``layer/table`` back to ``version`` by time travel (Delta RESTORE: a new commit,
+        the history stays); logged in ``_publish``. The commit's stats."""
+        with self.step_lock(writes=[(layer, table)]):
+            current = self.version(layer, table)
+            if current is None:
+                raise self._missing(layer, table)
+            if not 0 <= version <= current:
+                raise ValueError(f"{layer}/{table}: no version {version} to restore (versions 0..{current})")
+            spark.sql(f"RESTORE TABLE {self._sql_table(layer, table)} TO VERSION AS OF {int(version)}").collect()
+            return self._logged(layer, table, run_id)
+
+    def optimize(self, spark: SparkSession, layer: str, table: str, run_id: str = "") -> dict:
+        """Compact the table's small files (Delta OPTIMIZE; no data change); logged in ``_publish``
+        when it committed."""
+        with self.step_lock(writes=[(layer, table)]):
+            before = self.version(layer, table)
+            spark.sql(f"OPTIMIZE {self._sql_table(layer, table)}").collect()
+            return self._logged(layer, table, run_id) if self.version(layer, table) != before else {}
+
+    def vacuum(self, spark: SparkSession, layer: str, table: str, retention_hours: float, run_id: str = "") -> dict:
+        """Delete the files no version younger than ``retention_hours`` needs (Delta VACUUM),
+        never those of the version the latest ``_publish`` row of the table names: the retention
+        is stretched to cover it. ``{"retention_hours", "kept_version"}``."""
+        with self.step_lock(writes=[(layer, table)]):
+            named = [r for r in self.published().to_pylist() if (r["layer"], r["table"]) == (layer, table)]
+            hours = float(retention_hours)
+            kept = None
+            if named:
+                kept = max(named, key=lambda r: r["published_at"])["version"]
+                # the files of version `kept` start being removed by the commit after it: keep
+                # every file removed since then (the current version's files are never removed)
+                superseded = self._commit_time(layer, table, kept + 1)
+                if superseded is not None:
+                    age = (dt.datetime.now(dt.timezone.utc) - superseded).total_seconds() / 3600
+                    hours = max(hours, age)
+            before = self.version(layer, table)
+            if hours < 168:  # below Delta's default of 7 days: the check that refuses it is lifted
+                spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
+            hours = math.ceil(hours)  # Delta rounds RETAIN to whole hours: round up, never down
+            spark.sql(f"VACUUM {self._sql_table(layer, table)} RETAIN {hours} HOURS").collect()
+            if self.version(layer, table) != before:  # VACUUM START/END commits
+                self._logged(layer, table, run_id)
+            return {"retention_hours": hours, "kept_version": kept}
+
+    def _commit_time(self, layer: str, table: str, version: int) -> dt.datetime | None:
+        for v, read in self._commit_files(f"{self.path(layer, table)}/_delta_log"):
+            if v == version:
+                for line in read().splitlines():
+                    info = json.loads(line).get("commitInfo")
+                    if info and "timestamp" in info:
+                        return dt.datetime.fromtimestamp(info["timestamp"] / 1000, dt.timezone.utc)
+        return None
+
+    def _logged(self, layer: str, table: str, run_id: str) -> dict:
+        stats = self.commit_stats(layer, table)
+        self.log_publish([(layer, table)], [stats], run_id)
+        return stats
 
     def log_publish(self, tables, stats: list[dict], run_id: str = "") -> None:
         """Append one ``_publish`` row per committed table, all in one Delta commit."""
