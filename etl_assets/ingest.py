@@ -46,7 +46,6 @@ import pyarrow as pa
 from dagster import Config
 from pydantic import Field
 from pyspark.sql import SparkSession
-from pyspark.sql import functions as F
 
 from etl_assets.lake import Lake, Write
 from etl_assets.registry import Dataset

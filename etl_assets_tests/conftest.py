@@ -122,21 +122,15 @@ def lake_run(tmp_path_factory, spark):
         "ETL_SPARK_SHUFFLE_PARTITIONS": "2",
         "ETL_ALERT_LOG": str(alert_log),
     }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
+    with pytest.MonkeyPatch.context() as mp:  # the variables are put back afterwards
+        for k, v in env.items():
+            mp.setenv(k, v)
         settings = load_settings()
         assert settings.pii_source == "env"
         instance = DagsterInstance.from_config(str(home))
         job = build_definitions(settings).resolve_job_def("etl_all")
         result = job.execute_in_process(instance=instance, tags={"dagster/user": LAKE_RUN_USER}, raise_on_error=False)
         asset_check_failure_alerts.evaluate_tick(build_sensor_context(instance=instance))
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     checks = {(tuple(e.asset_key.path), e.check_name): e for e in result.get_asset_check_evaluations()}
     logs = [e.user_message for e in instance.all_logs(result.run_id)]
     return dict(result=result, root=root, landing=landing, lake=lake, home=home, alert_log=alert_log,

@@ -10,7 +10,7 @@ from dagster import DagsterInstance
 from deltalake import DeltaTable
 
 from etl_assets import audit
-from etl_assets.ingest import BronzeConfig, IngestLog, ingest_bronze
+from etl_assets.ingest import BronzeConfig, ingest_bronze
 from etl_assets.lake import Lake, Write
 from etl_assets.maintenance import lake_maintenance, restore_table
 from etl_assets.registry import dataset

@@ -7,7 +7,6 @@ copies) and commits Delta tables to the bucket; the tables are read back from S3
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -32,17 +31,11 @@ TABLES = ([f"{layer}/{ds.name}" for layer in ("bronze", "silver", "quarantine") 
 
 
 def _etl_all(env: dict) -> object:
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
+    with pytest.MonkeyPatch.context() as mp:  # the variables are put back afterwards
+        for k, v in env.items():
+            mp.setenv(k, v)
         job = build_definitions(load_settings()).resolve_job_def("etl_all")
         return job.execute_in_process(instance=DagsterInstance.ephemeral(), raise_on_error=False)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _failures(result) -> list[str]:
