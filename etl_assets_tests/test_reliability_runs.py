@@ -2,10 +2,19 @@
 concurrent runs on one lake, and a Spark worker killed in the middle of a job.
 
 Every run is ``dagster job execute -m etl_assets -j etl_all`` in its own process group, on tiny
-generated data. Tables are compared by a fingerprint: the sorted multiset of row hashes, without
-the columns that differ between two runs of the same input by design (``_ingested_at``,
-``_run_id``). ``gold/dq_scorecard`` (one row per run, appended) and ``gold/audit_log`` (one row per
-published table version, appended) are append-only, so they are not compared between runs.
+generated data. Every lake table is a Delta table, read here with the ``deltalake`` package (an
+independent reader; a table it cannot read fails the test). Tables are compared by a fingerprint:
+the sorted multiset of row hashes of a Delta version, without the columns that differ between two
+runs of the same input by design (``_ingested_at``, ``_run_id``). ``gold/dq_scorecard`` (one row
+per run, appended) and ``gold/audit_log`` (one row per published table version, appended) are
+append-only, so they are not compared between runs.
+
+Conservation (CONTRACT.md §1): silver and quarantine are two Delta commits, so a run killed between
+them leaves the new silver next to the previous quarantine; the pair a reader must use is the one
+the latest ``_publish`` commit naming both names. That pair must come from one run (both the
+previous or both the new version), never be newer than bronze, and add up with the bronze it was
+computed from: ``bronze rows = duplicate + superseded + silver + quarantine`` (duplicate and
+superseded rows from the reference run's classification, the rest counted in the lake).
 """
 
 from __future__ import annotations
@@ -19,11 +28,12 @@ import subprocess
 import time
 from pathlib import Path
 
-import pyarrow.dataset as pads
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from dagster import DagsterInstance
+from dagster import AssetKey, DagsterInstance
+from deltalake import DeltaTable
 
+from etl_assets.lake import PUBLISH, Lake
 from etl_assets.registry import DATASETS, GOLD_TABLES
 from etl_assets.sample_data import generate
 from etl_assets_tests.conftest import TEST_PII
@@ -50,12 +60,14 @@ def _decrypt(value: str | None) -> str | None:
     return AESGCM(TEST_PII.key.encode()).decrypt(raw[:12], raw[12:], None).decode()
 
 
-def fingerprint(lake: Path, layer: str, table: str) -> tuple[int, str] | None:
-    """(rows, digest of the sorted row hashes); None when the table was never published."""
+def fingerprint(lake: Path, layer: str, table: str, version: int | None = None) -> tuple[int, str] | None:
+    """(rows, digest of the sorted row hashes) of the table's latest Delta version (or
+    ``version``), read by ``deltalake``; None when the table was never published. A folder that is
+    not a readable Delta table raises."""
     path = lake / layer / table
     if not path.is_dir():
         return None
-    t = pads.dataset(str(path), format="parquet", partitioning="hive").to_table()
+    t = DeltaTable(str(path), version=version).to_pyarrow_table()
     cols = sorted(c for c in t.column_names if c not in VOLATILE)
     digests = sorted(
         hashlib.sha256(repr([_decrypt(row[c]) if c.endswith("_enc") else row[c] for c in cols]).encode()).hexdigest()
@@ -120,6 +132,7 @@ def world(tmp_path_factory):
     ref_a, ref_b = root / "ref_a", root / "ref_b"
     run_etl_all(env_for(landing, ref_a, root / "home_a"), root / "ref_a.log", timeout=RUN_TIMEOUT)
     fp_a = fingerprints(ref_a)
+    counts_a = reference_counts(root / "home_a")
 
     def deliver_last_day():
         for src in stash.rglob(last):
@@ -130,9 +143,105 @@ def world(tmp_path_factory):
     deliver_last_day()
     run_etl_all(env_for(landing, ref_b, root / "home_b"), root / "ref_b.log", timeout=RUN_TIMEOUT)
     fp_b = fingerprints(ref_b)
+    counts_b = reference_counts(root / "home_b")
     changed = [t for t in TABLES if fp_a[t] != fp_b[t]]
     assert len(changed) > len(TABLES) // 2, f"day 3 should change most tables, changed: {changed}"
-    return dict(root=root, landing=landing, ref_a=ref_a, fp_a=fp_a, fp_b=fp_b)
+    for name, ref, fp, counts in (("A", ref_a, fp_a, counts_a), ("B", ref_b, fp_b, counts_b)):
+        for ds in DATASETS:  # the reference runs' own figures agree with their lakes
+            c = counts[ds.name]
+            assert c["bronze_rows"] == fp[("bronze", ds.name)][0], (name, ds.name, c)
+            assert (c["silver_rows"], c["quarantined"]) == (fp[("silver", ds.name)][0], fp[("quarantine", ds.name)][0])
+    # the versions of bronze as of state A, kept in the history of every lake copied from ref_a
+    bronze_a = {ds.name: Lake(str(ref_a)).version("bronze", ds.name) for ds in DATASETS}
+    return dict(root=root, landing=landing, ref_a=ref_a, fp_a=fp_a, fp_b=fp_b,
+                counts={"A": counts_a, "B": counts_b}, bronze_a=bronze_a)
+
+
+def reference_counts(home: Path) -> dict[str, dict[str, int]]:
+    """dataset -> the classification figures (bronze_rows, duplicate_row, superseded, silver_rows,
+    quarantined) of the latest silver materialization in a reference run's event log."""
+    keys = ("bronze_rows", "duplicate_row", "superseded", "silver_rows", "quarantined")
+    instance = DagsterInstance.from_config(str(home))
+    try:
+        out = {}
+        for ds in DATASETS:
+            event = instance.get_latest_materialization_event(AssetKey(["silver", ds.name]))
+            assert event is not None, f"the reference run did not materialize silver/{ds.name}"
+            meta = event.asset_materialization.metadata
+            out[ds.name] = {k: int(meta[k].value) for k in keys}
+        return out
+    finally:
+        instance.dispose()
+
+
+def published_pair(lake: Path, name: str) -> dict[str, int]:
+    """The silver and quarantine versions of dataset ``name`` that the latest ``_publish`` commit
+    naming both names (a commit's rows share run_id and published_at)."""
+    commits: dict[tuple, dict[str, int]] = {}
+    for r in Lake(str(lake)).published().to_pylist():
+        if r["table"] == name and r["layer"] in ("silver", "quarantine"):
+            commits.setdefault((r["published_at"], r["run_id"]), {})[r["layer"]] = r["version"]
+    both = [v for _, v in sorted(commits.items()) if len(v) == 2]
+    assert both, f"_publish names no silver/quarantine pair of {name}"
+    return both[-1]
+
+
+def check_published_pairs(lake: Path, world: dict, where: str) -> dict[str, str]:
+    """For every dataset, the pair ``_publish`` names: both from one reference state (A: the
+    previous, B: the new), not newer than bronze, and conserving the rows of the bronze it was
+    computed from. Returns dataset -> the pair's state."""
+    lk = Lake(str(lake))
+    fp = {"A": world["fp_a"], "B": world["fp_b"]}
+    states = {}
+    for ds in DATASETS:
+        pair = published_pair(lake, ds.name)
+        s_fp = fingerprint(lake, "silver", ds.name, pair["silver"])
+        q_fp = fingerprint(lake, "quarantine", ds.name, pair["quarantine"])
+        same = [x for x in ("B", "A") if s_fp == fp[x][("silver", ds.name)] and q_fp == fp[x][("quarantine", ds.name)]]
+        assert same, (f"{where}: _publish names silver/{ds.name}@{pair['silver']} and "
+                      f"quarantine/{ds.name}@{pair['quarantine']}, which are not one run's pair")
+        # the bronze version each candidate state was computed from: B, the live bronze when it
+        # is B (a B pair next to an A bronze is newer than its bronze: no candidate); A, the
+        # version of state A that a lake copied from ref_a keeps in its history
+        bronze_version = {}
+        if fingerprint(lake, "bronze", ds.name) == fp["B"][("bronze", ds.name)]:
+            bronze_version["B"] = lk.version("bronze", ds.name)
+        v_a = world["bronze_a"][ds.name]
+        if (lake / "bronze" / ds.name / "_delta_log" / f"{v_a:020d}.json").exists() and \
+                fingerprint(lake, "bronze", ds.name, v_a) == fp["A"][("bronze", ds.name)]:
+            bronze_version["A"] = v_a
+        sums = {}
+        for x in same:
+            if x not in bronze_version:
+                continue
+            c = world["counts"][x][ds.name]
+            sums[x] = (lk.rows("bronze", ds.name, version=bronze_version[x]), c["duplicate_row"], c["superseded"],
+                       lk.rows("silver", ds.name, version=pair["silver"]),
+                       lk.rows("quarantine", ds.name, version=pair["quarantine"]))
+        conserved = [x for x, (b, d, sup, sv, q) in sums.items() if b == d + sup + sv + q]
+        assert conserved, (f"{where}: {ds.name}: the published pair (state {same}, versions {pair}) does not add "
+                           f"up with a bronze it could come from: (bronze, duplicate, superseded, silver, "
+                           f"quarantine) = {sums}")
+        states[ds.name] = conserved[0]
+    return states
+
+
+def check_clean_delta_lake(lake: Path) -> None:
+    """No staging left, and every folder of a layer (plus ``_publish``) is a Delta table that
+    ``deltalake`` reads in full (every data file its log names is there)."""
+    staged = [p for p in (lake / "_staging").rglob("*") if p.is_file()] if (lake / "_staging").exists() else []
+    assert not staged, f"staging not cleaned: {staged[:3]}"
+    assert not staged_dirs(lake), f"staged folders left: {staged_dirs(lake)[:3]}"
+    expected = set(TABLES) | {("gold", t) for t in APPEND_ONLY}
+    found = set()
+    for layer in sorted(p for p in lake.iterdir() if p.is_dir() and not p.name.startswith("_")):
+        for table in sorted(layer.iterdir()):
+            assert (table / "_delta_log").is_dir(), f"{table} is not a Delta table"
+            t = DeltaTable(str(table))
+            assert t.to_pyarrow_table().num_rows == Lake(str(lake)).rows(layer.name, table.name), table
+            found.add((layer.name, table.name))
+    assert found == expected, (sorted(found - expected), sorted(expected - found))
+    DeltaTable(str(lake / PUBLISH)).to_pyarrow_table()
 
 
 def staged_dirs(lake: Path) -> list[Path]:
@@ -146,11 +255,25 @@ def staged_dirs(lake: Path) -> list[Path]:
     return out
 
 
-# kill at the n-th staged silver/quarantine/gold folder seen (25 per run), after a delay: while
-# Spark writes the folder, just after it, and around the exchanges
-KILLS = [(1, 0.0), (2, 0.3), (4, 0.0), (7, 0.15), (10, 0.0), (13, 0.6), (16, 0.05), (19, 0.0), (22, 0.3), (24, 0.0)]
+# kill at the n-th staged silver/quarantine/gold folder seen (24 per run: 9 silver+quarantine
+# transactions, 5 gold tables, dq_scorecard), after a delay: while Spark writes the folder, just
+# after it, and around the Delta commits that follow the quality gate
+# -- and once the moment a silver table's Delta commit appears, before its quarantine commit: the
+# torn state (new silver, previous quarantine) that only the _publish log resolves
+SILVER_COMMIT = "silver commit"
+KILLS = [(1, 0.0), (2, 0.3), (SILVER_COMMIT, 0.0), (4, 0.0), (7, 0.15), (10, 0.0), (13, 0.6), (16, 0.05), (19, 0.0),
+         (22, 0.3), (24, 0.0)]
 
 
+def new_silver_commit(lake: Path, versions: dict[str, int]) -> str | None:
+    """The first dataset whose silver table has a Delta commit after ``versions``."""
+    for name, v in versions.items():
+        if (lake / "silver" / name / "_delta_log" / f"{v + 1:020d}.json").exists():
+            return name
+    return None
+
+
+@pytest.mark.timeout(3600)  # eleven killed runs and a complete one (plus the references when run alone)
 def test_sigkill_during_silver_and_gold_writes(world, tmp_path):
     lake = tmp_path / "lake"
     shutil.copytree(world["ref_a"], lake)  # the previous complete version of every table
@@ -163,16 +286,28 @@ def test_sigkill_during_silver_and_gold_writes(world, tmp_path):
         proc = start_run(env, log)
         seen: dict[Path, float] = {}
         deadline = time.monotonic() + RUN_TIMEOUT
-        while len(seen) < target:
+        # silver commit: datasets whose silver and quarantine both change, so a torn pair shows
+        watch = {ds.name: Lake(str(lake)).version("silver", ds.name) for ds in DATASETS
+                 if all(fp_a[(layer, ds.name)] != fp_b[(layer, ds.name)] for layer in ("silver", "quarantine"))}
+        assert watch or target != SILVER_COMMIT, "no dataset whose silver and quarantine both change"
+        committed = None
+        while (committed is None) if target == SILVER_COMMIT else (len(seen) < target):
             assert proc.poll() is None, f"run {i} ended before kill point {target}:\n{tail(log, 40)}"
             assert time.monotonic() < deadline, f"run {i} never reached kill point {target}"
+            if target == SILVER_COMMIT:
+                committed = new_silver_commit(lake, watch)
+                if committed:
+                    break
             for d in staged_dirs(lake):
                 seen.setdefault(d, time.monotonic())
             time.sleep(0.02)
         time.sleep(delay)
         kill_group(proc)
-        last = max(seen, key=seen.get)
-        where = f"{last.parent.parent.name}/{last.parent.name}"
+        if committed:
+            where = f"silver/{committed} just committed"
+        else:
+            last = max(seen, key=seen.get)
+            where = f"{last.parent.parent.name}/{last.parent.name}"
 
         # every table is the previous or the new complete version, and readable
         now = fingerprints(lake)
@@ -180,23 +315,38 @@ def test_sigkill_during_silver_and_gold_writes(world, tmp_path):
         for t in TABLES:
             assert now[t] in (fp_a[t], fp_b[t]), f"kill {i} ({where}): {'/'.join(t)} is neither version"
             state[t] = "B" if now[t] == fp_b[t] else "A"
-        # conservation: a dataset's silver and quarantine come from the same run, never newer
-        # than its bronze
+        # live silver and quarantine are each never newer than bronze; they may differ from each
+        # other for a moment (killed between the two commits), but the pair _publish names is one
+        # run's and adds up with its bronze (conservation)
         for ds in DATASETS:
-            s, q, b = state[("silver", ds.name)], state[("quarantine", ds.name)], state[("bronze", ds.name)]
-            if fp_a[("silver", ds.name)] != fp_b[("silver", ds.name)] and fp_a[("quarantine", ds.name)] != fp_b[("quarantine", ds.name)]:
-                assert s == q, f"kill {i} ({where}): silver/{ds.name} is {s} but quarantine/{ds.name} is {q}"
-            assert not (s == "B" and b == "A" and fp_a[("bronze", ds.name)] != fp_b[("bronze", ds.name)])
+            b = state[("bronze", ds.name)]
+            for layer in ("silver", "quarantine"):
+                assert not (state[(layer, ds.name)] == "B" and b == "A" and fp_a[("bronze", ds.name)] != fp_b[("bronze", ds.name)]), \
+                    f"kill {i} ({where}): {layer}/{ds.name} is newer than bronze/{ds.name}"
+        if committed:  # the kill fell between the two commits (else it proved nothing)
+            assert (state[("silver", committed)], state[("quarantine", committed)]) == ("B", "A"), \
+                f"kill {i} ({where}): missed the moment between the silver and the quarantine commit"
+        pairs = check_published_pairs(lake, world, f"kill {i} ({where})")
+        torn = [ds.name for ds in DATASETS
+                if fp_a[("silver", ds.name)] != fp_b[("silver", ds.name)]
+                and fp_a[("quarantine", ds.name)] != fp_b[("quarantine", ds.name)]
+                and state[("silver", ds.name)] != state[("quarantine", ds.name)]]
         new = sum(1 for t, v in state.items() if v == "B" and fp_a[t] != fp_b[t])
-        report.append(f"kill {i:2d}: at staged folder #{target} ({where}) +{delay:.2f}s; "
-                      f"{new}/{len(TABLES)} tables at the new version")
+        report.append(f"kill {i:2d}: at {'staged folder #' if target != SILVER_COMMIT else ''}{target} ({where}) +{delay:.2f}s; "
+                      f"{new}/{len(TABLES)} tables at the new version; published pairs at the new version: "
+                      f"{sum(v == 'B' for v in pairs.values())}/{len(DATASETS)}"
+                      + (f"; live silver/quarantine torn (between the two commits): {', '.join(torn)}" if torn else ""))
 
-    # the next run completes and equals a clean run
+    # the next run completes and equals a clean run; it leaves no staging, every table is a
+    # readable Delta table, and every published pair is the new one and adds up
     run_etl_all(env, tmp_path / "final.log", timeout=RUN_TIMEOUT)
     assert fingerprints(lake) == fp_b
-    assert not list((lake / "_staging").glob("_txn/*.json")), "a publish journal was left behind"
-    leftovers = [p for p in (lake / "_staging").rglob("*.parquet")]
-    assert not leftovers, f"staging not cleaned: {leftovers[:3]}"
+    check_clean_delta_lake(lake)
+    pairs = check_published_pairs(lake, world, "after the recovery run")
+    assert all(v == "B" or fp_a[("silver", d)] == fp_b[("silver", d)] for d, v in pairs.items()), pairs
+    for ds in DATASETS:  # the published pair is the live pair
+        assert published_pair(lake, ds.name) == {layer: Lake(str(lake)).version(layer, ds.name)
+                                                 for layer in ("silver", "quarantine")}, ds.name
     print("\n".join(report))
     (tmp_path / "crash_kills.txt").write_text("\n".join(report) + "\n")  # never into the work tree
 
@@ -234,6 +384,8 @@ def test_two_concurrent_runs_never_interleave_writes(world, tmp_path):
     for i, p in enumerate(procs, 1):
         assert p.wait(timeout=RUN_TIMEOUT) == 0, f"concurrent run {i} failed:\n{tail(tmp_path / f'run-{i}.log', 60)}"
     assert fingerprints(lake) == world["fp_b"]
+    check_clean_delta_lake(lake)
+    check_published_pairs(lake, world, "after two concurrent runs")
 
     spans = _lock_intervals(home)
     assert len(spans) == 2 and all(len(s) >= len(TABLES) // 2 for s in spans.values()), spans
@@ -301,5 +453,6 @@ def test_spark_worker_killed_mid_job(world, tmp_path):
         not_clean = {k: kinds for k, kinds in steps.items() if kinds != ["STEP_START", "STEP_SUCCESS"]}
         assert not not_clean, f"steps failed or retried by Dagster: {not_clean}"
         assert fingerprints(lake) == world["fp_b"]
+        check_clean_delta_lake(lake)
         print(f"worker killed {killed_at:.0f}; run exit {rc}; {len(steps)} steps, none retried; "
               f"lost executors in log: {text.lower().count('lost executor') + text.count('ExecutorLost')}")
