@@ -119,7 +119,13 @@ def run_selection(selection: list[str], master: str | None = None):
         builder = builder.master(master).config("spark.driver.host", "127.0.0.1").config(
             "spark.driver.bindAddress", "127.0.0.1"
         )
-    for k, v in BASE_CONF.items():
+    conf = dict(BASE_CONF)
+    if master:  # a local stand-in for EMR: Delta from the cached jars (EMR's spark-submit brings its own)
+        from etl_assets.jars import jar_paths
+        from etl_assets.resources import DELTA_CONF
+
+        conf.update({"spark.jars": ",".join(jar_paths()), **DELTA_CONF})
+    for k, v in conf.items():
         builder = builder.config(k, v)
     builder.getOrCreate()
     defs = build_definitions(settings)

@@ -59,6 +59,13 @@ def driver_env(settings, environ=None) -> dict[str, str]:
     return env
 
 
+EMR_DELTA_CONF = {
+    "spark.jars": "/usr/share/aws/delta/lib/delta-spark.jar,/usr/share/aws/delta/lib/delta-storage.jar",
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+}
+
+
 def start_job_run_params(
     emr,
     env: dict[str, str],
@@ -77,6 +84,8 @@ def start_job_run_params(
         "spark.emr-serverless.driverEnv.PYSPARK_DRIVER_PYTHON": python,
         "spark.emr-serverless.driverEnv.PYSPARK_PYTHON": python,
         "spark.executorEnv.PYSPARK_PYTHON": python,
+        # the lake is Delta Lake: the Delta jars of the EMR release (emr.spark_conf may override)
+        **EMR_DELTA_CONF,
         **{f"spark.emr-serverless.driverEnv.{k}": v for k, v in env.items()},
         **dict(emr.spark_conf or {}),
     }
