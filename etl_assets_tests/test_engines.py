@@ -292,6 +292,8 @@ def test_emr_pipes_client_runs_the_shipped_entry_point(landing, reference, tmp_p
     submit = driver["sparkSubmitParameters"]
     assert f"spark.archives={settings.emr.artifacts_uri}/etl_assets_env.tar.gz#environment" in submit
     assert "spark.executorEnv.PYSPARK_PYTHON=./environment/bin/python" in submit
+    assert "spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension" in submit  # the lake is Delta
+    assert "spark.jars=/usr/share/aws/delta/lib/delta-spark.jar," in submit  # EMR's own Delta jars
     denv = _driver_env_of(submit)
     assert {"DAGSTER_PIPES_CONTEXT", "DAGSTER_PIPES_MESSAGES"} <= set(denv), "Pipes bootstrap"
     assert (denv["ETL_ENV"], denv["ETL_SPARK_ENGINE"], denv["ETL_LAKE_URI"]) == ("prod", "classic", str(lake))
