@@ -13,7 +13,7 @@ DAYS ?= 7
 SEED ?= 42
 
 .PHONY: install run test test-slow dev sample clean check-java docs browser-deps system-deps rebuild checksums bench \
-	asset-graph load-report jars restore maintenance
+	asset-graph load-report jars restore maintenance emr-runtime-env
 
 install: $(STAMP) jars browser-deps system-deps
 
@@ -21,6 +21,28 @@ install: $(STAMP) jars browser-deps system-deps
 # checked by SHA-1; returns at once when they are there.
 jars: $(STAMP)
 	@$(BIN)/python etl_assets/jars.py
+
+# The oldest EMR runtime we support, emr-spark-8.0.0 (Spark 4.0.2, Delta 4.0.0): a second virtualenv
+# outside the work tree (ETL_EMR_RUNTIME_VENV) with that pyspark and the project's other pins (the
+# project itself runs from this tree), plus Delta 4.0.0's jars (EMR_RUNTIME_JARS in etl_assets/jars.py).
+# etl_assets_tests/test_emr_runtime.py runs the EMR entry point in it. Returns at once when done.
+export ETL_EMR_RUNTIME_VENV ?= $(HOME)/.cache/etl_assets/emr-runtime-venv
+EMR_RUNTIME_PYSPARK := 4.0.2
+EMR_RUNTIME_STAMP := $(ETL_EMR_RUNTIME_VENV)/.installed-pyspark-$(EMR_RUNTIME_PYSPARK)
+emr-runtime-env: $(EMR_RUNTIME_STAMP)
+	@ETL_JARS_SET=emr-runtime $(BIN)/python etl_assets/jars.py
+
+$(EMR_RUNTIME_STAMP): pyproject.toml requirements.lock | $(STAMP)
+	@test -x $(ETL_EMR_RUNTIME_VENV)/bin/python || $(PYTHON) -m venv $(ETL_EMR_RUNTIME_VENV)
+	@grep -iv '^pyspark==' requirements.lock > $(ETL_EMR_RUNTIME_VENV)/constraints.txt
+	@$(BIN)/python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
+		print("\n".join(d for d in p["dependencies"] + p["optional-dependencies"]["test"] \
+		if not d.startswith("pyspark") and (d in p["dependencies"] or d.startswith("deltalake"))))' \
+		> $(ETL_EMR_RUNTIME_VENV)/requirements.txt
+	$(ETL_EMR_RUNTIME_VENV)/bin/python -m pip install -q --upgrade pip
+	$(ETL_EMR_RUNTIME_VENV)/bin/python -m pip install -q -c $(ETL_EMR_RUNTIME_VENV)/constraints.txt \
+		pyspark==$(EMR_RUNTIME_PYSPARK) -r $(ETL_EMR_RUNTIME_VENV)/requirements.txt
+	@rm -f $(ETL_EMR_RUNTIME_VENV)/.installed-pyspark-* && touch $@
 
 # Headless Chromium + chromedriver (Debian packages) for the browser test; returns at once when present.
 browser-deps:
@@ -59,7 +81,7 @@ test: install
 
 # Whole-run engine and fault tests (Connect, classic driver, EMR Pipes, PostgreSQL instance, SIGKILL,
 # concurrent runs, Spark worker loss, 30-day load, 200 MB file); .ci/run runs them after `make test`.
-test-slow: install
+test-slow: install emr-runtime-env
 	$(PYTEST) -m slow etl_assets_tests
 
 # Refresh the README's asset-graph picture (docs/asset_graph.png) from the UI, in headless Chromium.

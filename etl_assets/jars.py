@@ -66,6 +66,24 @@ JARS: tuple[tuple[str, str], ...] = (
     ("software.amazon.s3.analyticsaccelerator:analyticsaccelerator-s3:1.3.1", "6c9bd0f6c440c9a78e82d272f5f0252d942419f6"),
 )
 
+#: The oldest EMR runtime we support, emr-spark-8.0.0 (Spark 4.0.2, Delta 4.0.0): its Delta jars, for
+#: the second environment that runs the entry point on that Spark (``make emr-runtime-env``,
+#: ``etl_assets_tests/test_emr_runtime.py``). No hadoop-aws: that environment proves a local lake.
+EMR_RUNTIME_JARS: tuple[tuple[str, str], ...] = (
+    ("io.delta:delta-spark_2.13:4.0.0", "60c55e6243f4543771602ea5733767a4d8a1af2f"),
+    ("io.delta:delta-storage:4.0.0", "4526f775e104c5b8db3deea7cc825bcfddea25d1"),
+)
+
+#: ``$ETL_JARS_SET`` picks the set that ``jar_paths()`` returns and ``fetch()`` downloads.
+JAR_SETS = {"main": JARS, "emr-runtime": EMR_RUNTIME_JARS}
+
+
+def jar_set() -> tuple[tuple[str, str], ...]:
+    name = os.environ.get("ETL_JARS_SET") or "main"
+    if name not in JAR_SETS:
+        raise ValueError(f"ETL_JARS_SET={name!r}: not one of {', '.join(JAR_SETS)}")
+    return JAR_SETS[name]
+
 
 class JarsMissing(RuntimeError):
     pass
@@ -84,7 +102,7 @@ def _file(coord: str) -> tuple[str, str]:
 def jar_paths() -> list[str]:
     """The cached jars' paths; a clear error naming the fix when any is missing."""
     folder = cache_dir()
-    paths = [folder / _file(coord)[0] for coord, _ in JARS]
+    paths = [folder / _file(coord)[0] for coord, _ in jar_set()]
     missing = [p.name for p in paths if not p.is_file()]
     if missing:
         raise JarsMissing(f"{len(missing)} Spark jar(s) missing in {folder} (ETL_JARS_DIR), e.g. {missing[0]}: "
@@ -97,7 +115,7 @@ def fetch(log=print) -> int:
     folder = cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
     total = 0
-    for coord, sha1 in JARS:
+    for coord, sha1 in jar_set():
         name, url = _file(coord)
         dest = folder / name
         if dest.is_file() and hashlib.sha1(dest.read_bytes()).hexdigest() == sha1:
@@ -122,7 +140,7 @@ def main() -> int:
         print(f"jars: cannot download from Maven Central: {e}", file=sys.stderr)
         return 1
     size = sum(Path(p).stat().st_size for p in jar_paths())
-    print(f"jars: {len(JARS)} in {cache_dir()} ({size / 1e6:.1f} MB; {n / 1e6:.1f} MB downloaded now)")
+    print(f"jars: {len(jar_set())} in {cache_dir()} ({size / 1e6:.1f} MB; {n / 1e6:.1f} MB downloaded now)")
     return 0
 
 

@@ -55,9 +55,10 @@ def utc_date(ts: Column) -> Column:
 
 
 def parse_date(s: Column) -> Column:
-    return F.when(s.rlike(_DATE_RE), F.try_to_date(s, "yyyy-MM-dd")).otherwise(
-        F.lit(None).cast("date")
-    )
+    """``YYYY-MM-DD``, read as UTC midnight (no ``try_to_date``: Spark 4.0, EMR's oldest Spark 4
+    runtime, lacks it; this form does not depend on the session time zone either)."""
+    midnight = F.try_to_timestamp(F.concat(s, F.lit("Z")), F.lit("yyyy-MM-ddXXX"))
+    return F.when(s.rlike(_DATE_RE), utc_date(midnight)).otherwise(F.lit(None).cast("date"))
 
 
 def parse_decimal(s: Column, type_: str) -> Column:
