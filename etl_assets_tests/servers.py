@@ -360,20 +360,22 @@ def run_etl_all(env: dict, log: Path, timeout: float = 900, job: str = "etl_all"
 # -- comparing tables --------------------------------------------------------------------------
 
 
-def read_table(lake: Path, layer: str, table: str):
-    """A published table as a pyarrow Table with rows in a canonical order."""
-    import pyarrow.dataset as pads
-
-    t = pads.dataset(str(lake / layer / table), format="parquet", partitioning="hive").to_table()
+def read_table(lake: Path | str, layer: str, table: str):
+    """A published Delta table as a pyarrow Table (columns sorted by name, rows in a canonical
+    order), read with the ``deltalake`` package: ``lake`` a folder or ``s3://bucket/prefix`` (the
+    standard AWS variables plus the endpoint, ``lake.delta_storage_options``)."""
     import pyarrow as pa
 
+    from etl_assets.lake import Lake
+
+    t = Lake(str(lake)).arrow(layer, table)
     t = t.select(sorted(t.column_names))
     nested = (pa.types.is_list, pa.types.is_large_list, pa.types.is_struct, pa.types.is_map)
     keys = [f.name for f in t.schema if not any(is_(f.type) for is_ in nested)]
     return t.sort_by([(c, "ascending") for c in keys]).combine_chunks()
 
 
-def table_differences(a_lake: Path, b_lake: Path, layer: str, tables) -> list[str]:
+def table_differences(a_lake: Path | str, b_lake: Path | str, layer: str, tables) -> list[str]:
     """Human-readable differences between the same tables of two lakes (empty: equal)."""
     out = []
     for name in tables:

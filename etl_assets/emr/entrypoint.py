@@ -120,11 +120,13 @@ def run_selection(selection: list[str], master: str | None = None):
             "spark.driver.bindAddress", "127.0.0.1"
         )
     conf = dict(BASE_CONF)
-    if master:  # a local stand-in for EMR: Delta from the cached jars (EMR's spark-submit brings its own)
+    if master:  # a local stand-in for EMR: Delta and S3A from the cached jars (EMR's spark-submit
+        # brings its own, and EMRFS serves s3://); s3a/s3 mapped like SparkResource's own sessions
         from etl_assets.jars import jar_paths
         from etl_assets.resources import DELTA_CONF
+        from etl_assets.s3 import s3a_spark_conf
 
-        conf.update({"spark.jars": ",".join(jar_paths()), **DELTA_CONF})
+        conf.update({"spark.jars": ",".join(jar_paths()), **DELTA_CONF, **s3a_spark_conf()})
     for k, v in conf.items():
         builder = builder.config(k, v)
     builder.getOrCreate()
@@ -226,6 +228,8 @@ if __name__ == "__main__":
     # (per-table) assets, never the EMR launcher again; one process runs every step.
     os.environ["ETL_SPARK_ENGINE"] = "classic"
     os.environ["ETL_EXECUTOR"] = "in_process"
+    # Spark reads the landed objects in S3 itself (never boto3 copies on the driver's disk)
+    os.environ.setdefault("ETL_S3_READ_MODE", "s3a")
     here = os.path.dirname(os.path.abspath(__file__))
     root = os.path.dirname(os.path.dirname(here))
     if os.path.isfile(os.path.join(root, "etl_assets", "__init__.py")) and root not in sys.path:
