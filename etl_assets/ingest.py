@@ -50,7 +50,7 @@ from pyspark.sql import SparkSession
 from etl_assets.lake import Lake, Write
 from etl_assets.registry import Dataset
 from etl_assets.storage import LandedFile, LandingStore
-from etl_assets.transforms.bronze import BronzeRead, bronze_schema, read_bronze
+from etl_assets.transforms.bronze import BronzeRead, bronze_schema, file_day, read_bronze
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +117,12 @@ def version_digest(files) -> str:
 
 
 
-def _sql_list(values) -> str:
-    return ", ".join("'" + str(v).replace("\\", "\\\\").replace("'", "\\'") + "'" for v in values)
+def _sql_list(values, spark: bool = True) -> str:
+    """String literals for an ``IN (...)`` list: Spark SQL escapes with backslashes (every Spark
+    version), ``deltalake``'s predicates (DataFusion) double the quote and keep backslashes."""
+    if spark:
+        return ", ".join("'" + str(v).replace("\\", "\\\\").replace("'", "\\'") + "'" for v in values)
+    return ", ".join("'" + str(v).replace("'", "''") + "'" for v in values)
 
 
 @dataclass
@@ -238,12 +242,17 @@ def ingest_bronze(
                 logger.info(f"bronze/{ds.name}: no object version that is not ingested yet; nothing to do")
                 return None
             replaced = sum(1 for f in to_read if f.key in known)
-            replace_where = f"_source_file IN ({_sql_list(f.uri for f in to_read)})"
-            log_predicate = f"key IN ({_sql_list(f.key for f in to_read)})"
+            # the days first: Delta skips other days' files by their _dt statistics (those of a
+            # long _source_file are truncated to a prefix, which cannot tell files apart)
+            days_read = {file_day(f.uri) for f in to_read}
+            on_days = " OR ".join(([f"_dt IN ({_sql_list(sorted(days_read - {None}))})"] if days_read - {None} else [])
+                                  + (["_dt IS NULL"] if None in days_read else []))
+            replace_where = f"({on_days}) AND _source_file IN ({_sql_list(f.uri for f in to_read)})"
+            log_predicate = f"key IN ({_sql_list((f.key for f in to_read), spark=False)})"
         else:  # days
             to_read = [f for f in listed if f.dt in days]
             replace_where = f"_dt IN ({_sql_list(days)})"
-            log_predicate = f"dt IN ({_sql_list(days)})"
+            log_predicate = f"dt IN ({_sql_list(days, spark=False)})"
 
         store.prefetch(to_read)  # S3: stage the objects in parallel
         read = read_bronze(session, ds, store, run_id, files=to_read)

@@ -16,11 +16,11 @@ i.e. exponential backoff with jitter on throttling, 5xx and connection errors.
 | --- | --- | --- |
 | ``ETL_S3_MAX_ATTEMPTS`` | attempts per S3 call, the first included | ``5`` |
 | ``ETL_S3_CONNECT_TIMEOUT_S`` / ``ETL_S3_READ_TIMEOUT_S`` | socket timeouts | ``5`` / ``60`` |
-| ``ETL_S3_READ_MODE`` | ``stage``: boto3 downloads each object to a local staging folder and Spark reads that; ``s3a``: Spark reads ``s3a://`` itself (``spark_path``) | ``stage`` |
+| ``ETL_S3_READ_MODE`` | ``s3a``: Spark reads ``s3a://`` itself (``spark_path``), no copies; ``stage``: boto3 downloads each object to a local staging folder and a local Spark reads that (a Spark without the S3A jars) | ``s3a`` |
 | ``ETL_STAGING_DIR`` | parent of the per-run staging folders (needs room for the objects one run ingests) | system temp |
 | ``ETL_S3_DOWNLOAD_THREADS`` | objects staged in parallel | ``8`` |
 
-**Spark reading S3 directly (``ETL_S3_READ_MODE=s3a``).** Sessions that ``SparkResource``
+**Spark reading S3 directly (``ETL_S3_READ_MODE=s3a``, the default).** Sessions that ``SparkResource``
 creates load hadoop-aws 3.5.0 with a slim set of AWS SDK v2 modules (``etl_assets/jars.py``,
 cached by ``make install``) and ``s3a_spark_conf()`` below: the standard AWS settings boto3 reads
 (``AWS_ENDPOINT_URL(_S3)`` with path-style access, ``AWS_REGION``, credentials through the SDK's
@@ -31,6 +31,7 @@ serves ``s3://`` natively with its own jars.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import random
@@ -53,7 +54,7 @@ from botocore.utils import parse_timestamp
 from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
-from etl_assets.storage import LandedFile, LandingError, LandingStore, parse_uri, safe_key
+from etl_assets.storage import LandedFile, LandingError, LandingStore, StoreReadError, parse_uri, safe_key
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +85,8 @@ def _env_float(name: str, default: float) -> float:
 
 
 def read_mode() -> str:
-    """``ETL_S3_READ_MODE``: ``stage`` (default) or ``s3a``."""
-    mode = (os.environ.get("ETL_S3_READ_MODE") or "stage").strip().lower()
+    """``ETL_S3_READ_MODE``: ``s3a`` (default) or ``stage``."""
+    mode = (os.environ.get("ETL_S3_READ_MODE") or "s3a").strip().lower()
     if mode not in READ_MODES:
         raise ValueError(f"ETL_S3_READ_MODE={mode!r}: expected one of {', '.join(READ_MODES)}")
     return mode
@@ -173,6 +174,49 @@ def s3a_spark_conf(environ: dict | None = None) -> dict[str, str]:
     if region:
         conf["spark.hadoop.fs.s3a.endpoint.region"] = region
     return conf
+
+
+class _RangedObject(io.RawIOBase):
+    """A read-only seekable view of one S3 object version by ranged GETs; the last 64 KiB (where
+    a Parquet footer lives) is fetched once and served from memory."""
+
+    TAIL = 64 * 1024
+
+    def __init__(self, store: S3LandingStore, f: LandedFile):
+        self._store, self._f, self._size, self._pos = store, f, f.size, 0
+        start = max(self._size - self.TAIL, 0)
+        self._tail_start = start
+        self._tail = store._get_range(f, start, self._size - 1) if self._size else b""
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(base + offset, 0)
+        return self._pos
+
+    def read(self, n: int = -1) -> bytes:
+        end = self._size if n is None or n < 0 else min(self._pos + n, self._size)
+        if end <= self._pos:
+            return b""
+        if self._pos >= self._tail_start:
+            data = self._tail[self._pos - self._tail_start:end - self._tail_start]
+        else:
+            data = self._store._get_range(self._f, self._pos, end - 1)
+        self._pos += len(data)
+        return data
+
+    def readinto(self, buf) -> int:
+        data = self.read(len(buf))
+        buf[:len(data)] = data
+        return len(data)
 
 
 def _remove_tree(path: str) -> None:
@@ -291,9 +335,10 @@ class S3LandingStore(LandingStore):
         return str(dest)
 
     def prefetch(self, files: Iterable[LandedFile]) -> None:
-        """Stage many objects in parallel (S3 latency, not bandwidth, dominates small files)."""
+        """Stage many objects in parallel (S3 latency, not bandwidth, dominates small files);
+        nothing to do when Spark reads them itself (``s3a``)."""
         todo = list(files)
-        if not todo:
+        if not todo or self.mode == "s3a":
             return
         threads = min(_env_int("ETL_S3_DOWNLOAD_THREADS", 8), len(todo))
         with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="s3-stage") as pool:
@@ -316,6 +361,34 @@ class S3LandingStore(LandingStore):
                 raise LandingError(f"{self.uri_of(f.key)}: unsafe key")
             return f"s3a://{self.bucket}/{self._object_key(f.key)}"
         return self.local_path(f)
+
+    def open_binary(self, f: LandedFile):
+        """The object as a seekable file read by ranged GETs (a Parquet footer: two small GETs),
+        or its staged copy when there is one."""
+        staged = self._staged.get(f.key)
+        if self.mode == "stage" or (staged and staged[0] == f.etag and os.path.exists(staged[1])):
+            return open(self.local_path(f), "rb")
+        if not safe_key(f.key):
+            raise LandingError(f"{self.uri_of(f.key)}: unsafe key")
+        return _RangedObject(self, f)
+
+    def _get_range(self, f: LandedFile, start: int, end: int) -> bytes:
+        """Bytes ``start..end`` (inclusive) of the object version ``f`` names; retried like ``head``."""
+        attempts = max(getattr(self._s3, "max_attempts", 5) or 1, 1)
+        for attempt in range(1, attempts + 1):
+            try:
+                resp = self.client.get_object(Bucket=self.bucket, Key=self._object_key(f.key),
+                                              Range=f"bytes={start}-{end}", IfMatch=f'"{f.etag}"')
+                with resp["Body"] as body:
+                    return body.read()
+            except (botocore.exceptions.ResponseStreamingError, botocore.exceptions.ReadTimeoutError,
+                    botocore.exceptions.IncompleteReadError) as e:
+                if attempt == attempts:
+                    raise StoreReadError(f"{f.uri}: cannot read bytes {start}-{end}: {e}") from e
+                time.sleep(min(0.05 * 2 ** attempt, 2.0) * random.random())
+            except Exception as e:
+                raise StoreReadError(f"{f.uri}: cannot read bytes {start}-{end}: {e}") from e
+        raise AssertionError("unreachable")
 
     def head(self, f: LandedFile, nbytes: int = 1 << 20) -> bytes:
         """The first ``nbytes`` of an object, e.g. to sniff a CSV header: from the staged copy

@@ -57,6 +57,10 @@ def parse_uri(uri: str) -> tuple[str, str]:
     return "file", os.path.abspath(uri)
 
 
+class StoreReadError(LandingError):
+    """The store could not serve a landed file's bytes (S3 kept failing): retried next run."""
+
+
 class LandingStore:
     """Lists and stages landed files. Subclasses: ``LocalLandingStore``, ``S3LandingStore``."""
 
@@ -84,6 +88,10 @@ class LandingStore:
         """The first ``nbytes`` of a landed file (a CSV header, a first JSON line)."""
         with open(self.local_path(f), "rb") as fh:
             return fh.read(nbytes)
+
+    def open_binary(self, f: LandedFile):
+        """A seekable binary file for reading a landed file in place (a Parquet footer)."""
+        return open(self.local_path(f), "rb")
 
     def _refuse(self, key: str, uri: str, why: str) -> None:
         """Record a listed entry that is never read (an unsafe key, a link, a special file)."""

@@ -399,7 +399,8 @@ print(json.dumps({
 
 
 # --- S3: an unsafe key, a zero-byte object and an odd key, through the sensor -------------------
-def test_s3_unsafe_key_zero_byte_object_and_odd_key(moto_s3, spark, tmp_path, monkeypatch):  # noqa: F811
+@pytest.mark.parametrize("mode", ["s3a", "stage"])  # Spark reads s3a:// (the default), or boto3 copies
+def test_s3_unsafe_key_zero_byte_object_and_odd_key(mode, moto_s3, spark, tmp_path, monkeypatch):  # noqa: F811
     from dagster import AssetKey, Definitions, build_sensor_context, in_process_executor, instance_for_test
 
     from etl_assets.definitions import build_definitions
@@ -408,7 +409,7 @@ def test_s3_unsafe_key_zero_byte_object_and_odd_key(moto_s3, spark, tmp_path, mo
     from etl_assets.settings import Settings
     from etl_assets_tests.conftest import TEST_PII
 
-    bucket, prefix = "hostile", "landing"
+    bucket, prefix = f"hostile-{mode}", "landing"
     day = f"crm/accounts/dt={D1}"
     escape = f"{day}/../../../../../etc/x.csv"  # 3 segments down, 5 up: out of the staging folder
     odd = f"{day}/Kunden Übersicht (1) + 100%.csv"
@@ -426,6 +427,7 @@ def test_s3_unsafe_key_zero_byte_object_and_odd_key(moto_s3, spark, tmp_path, mo
     (sentinel / "passwd").write_text("root:x:0:0\n")
     before = snapshot(sentinel)
     monkeypatch.setenv("ETL_STAGING_DIR", str(staging))
+    monkeypatch.setenv("ETL_S3_READ_MODE", mode)
     settings = Settings(env="local", landing_uri=f"s3://{bucket}/{prefix}", lake_uri=str(lake),
                         pii_salt=TEST_PII.salt, pii_key=TEST_PII.key)
     prod = build_definitions(settings)
@@ -452,5 +454,5 @@ def test_s3_unsafe_key_zero_byte_object_and_odd_key(moto_s3, spark, tmp_path, mo
     assert not check.passed and f"{unsafe_uri}: unsafe key" in check.metadata["what_failed"].value
     # nothing was written outside the staging folder and the lake; staged copies were removed
     assert snapshot(sentinel) == before
-    assert sorted(p.name for p in root.iterdir()) == ["etc", "lake", "staging"]
+    assert sorted(p.name for p in root.iterdir()) == ["etc", "lake"] + (["staging"] if mode == "stage" else [])
     assert not [p for p in staging.rglob("*") if p.is_file()]

@@ -263,7 +263,11 @@ def flow(proxy, moto_s3, spark, tmp_path_factory):  # noqa: F811
         resources={"platform": prod.resources["platform"],
                    "spark": SparkResource(master="local[2]", shuffle_partitions=2, driver_memory="2g")},
     )
-    with instance_for_test(temp_dir=str(tmp_path_factory.mktemp("faults_dagster_home"))) as instance:
+    # the boto3 download path (ETL_S3_READ_MODE=stage), whose bounded retries this module asserts;
+    # in the default s3a mode Spark's reads retry by S3A's own settings (fs.s3a.retry.*)
+    with pytest.MonkeyPatch.context() as mp, \
+            instance_for_test(temp_dir=str(tmp_path_factory.mktemp("faults_dagster_home"))) as instance:
+        mp.setenv("ETL_S3_READ_MODE", "stage")
         flow = Flow(root, totals, Lake(str(lake_dir)), defs, instance, client)
         flow.proxy = proxy
         yield flow

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from dagster import DagsterInstance
+from dagster import AssetKey, DagsterInstance, build_sensor_context, evaluate_automation_conditions, instance_for_test
 from deltalake import DeltaTable
 
 from etl_assets.checksums import table_checksum
@@ -18,6 +18,7 @@ from etl_assets.definitions import build_definitions
 from etl_assets.lake import Lake, delta_storage_options
 from etl_assets.registry import DATASETS, GOLD_TABLES
 from etl_assets.sample_data import generate
+from etl_assets.sensors import landing_arrival_sensor
 from etl_assets.settings import load_settings
 from etl_assets_tests.moto_server import moto_process
 
@@ -30,12 +31,12 @@ TABLES = ([f"{layer}/{ds.name}" for layer in ("bronze", "silver", "quarantine") 
           + [f"gold/{t}" for t in (*GOLD_TABLES, "dq_scorecard")])
 
 
-def _etl_all(env: dict) -> object:
+def _etl_all(env: dict, instance=None) -> object:
     with pytest.MonkeyPatch.context() as mp:  # the variables are put back afterwards
         for k, v in env.items():
             mp.setenv(k, v)
         job = build_definitions(load_settings()).resolve_job_def("etl_all")
-        return job.execute_in_process(instance=DagsterInstance.ephemeral(), raise_on_error=False)
+        return job.execute_in_process(instance=instance or DagsterInstance.ephemeral(), raise_on_error=False)
 
 
 def _failures(result) -> list[str]:
@@ -60,10 +61,13 @@ def runs(moto, spark, tmp_path_factory):
         s3.upload_file(str(f), LAND, f"raw/{f.relative_to(landing).as_posix()}")
     common = {"ETL_ENV": "local", "ETL_PII_SALT": SALT, "ETL_PII_KEY": KEY, "ETL_SPARK_SHUFFLE_PARTITIONS": "2",
               "ETL_ALERT_LOG": "none"}
-    in_s3 = _etl_all({**common, "ETL_LANDING_URI": f"s3://{LAND}/raw", "ETL_LAKE_URI": f"s3://{LAKE}/lake",
-                      "ETL_S3_READ_MODE": "s3a"})
-    local = _etl_all({**common, "ETL_LANDING_URI": str(landing), "ETL_LAKE_URI": str(root / "lake")})
-    return dict(in_s3=in_s3, local=local, local_lake=root / "lake", landing=landing, s3=s3)
+    s3_env = {**common, "ETL_LANDING_URI": f"s3://{LAND}/raw", "ETL_LAKE_URI": f"s3://{LAKE}/lake"}
+    (root / "dagster_home").mkdir()
+    with instance_for_test(temp_dir=str(root / "dagster_home")) as instance:  # kept for the sensor test
+        in_s3 = _etl_all(s3_env, instance)  # the default ETL_S3_READ_MODE: Spark reads s3a://, no copies
+        local = _etl_all({**common, "ETL_LANDING_URI": str(landing), "ETL_LAKE_URI": str(root / "lake")})
+        yield dict(in_s3=in_s3, local=local, local_lake=root / "lake", landing=landing, s3=s3, env=s3_env,
+                   instance=instance)
 
 
 def _relative_sources(table, prefix: str):
@@ -131,3 +135,52 @@ def test_a_missing_lake_bucket_stops_the_run_naming_the_setting(runs):
     messages = " ".join(_failures(result))
     assert "ETL_LAKE_URI" in messages and "no-such-lake-bucket" in messages
     assert not result.get_asset_materialization_events()
+
+
+def test_sensor_ingest_and_automation_to_gold_on_the_s3_lake(runs):
+    """After the S3 etl_all (same instance): a new FX file lands -> the arrival sensor requests
+    bronze/rates only -> incremental ingestion commits to the S3 lake -> the automation
+    conditions request silver/quarantine rates and the gold tables downstream -> they run and
+    commit. Runs last: it changes the S3 lake the tests above compare."""
+    from etl_assets.registry import dataset
+
+    s3, instance = runs["s3"], runs["instance"]
+    lake = Lake(f"s3://{LAKE}/lake")
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in runs["env"].items():
+            mp.setenv(k, v)
+        defs = build_definitions(load_settings())
+        platform = defs.resources["platform"]
+        baseline = landing_arrival_sensor(build_sensor_context(instance=instance, resources={"platform": platform}))
+        auto = evaluate_automation_conditions(defs=defs, instance=instance)
+        assert auto.total_requested == 0  # etl_all materialized everything in this instance
+        # a new day of FX rates arrives
+        rates = dataset("rates")
+        (src,) = sorted(runs["landing"].glob(f"{rates.landing_prefix}/dt=*/part-0001.csv"))[:1]
+        key = f"raw/{rates.landing_prefix}/dt=2030-01-01/part-0001.csv"
+        s3.upload_file(str(src), LAND, key)
+        rows_before, silver_before = lake.rows("bronze", "rates"), lake.version("silver", "rates")
+        tick = landing_arrival_sensor(build_sensor_context(instance=instance, cursor=baseline.cursor,
+                                                           resources={"platform": platform}))
+        (req,) = tick.run_requests
+        assert req.asset_selection == [AssetKey(["bronze", "rates"])]
+        ingest = defs.resolve_job_def("landing_ingest").execute_in_process(
+            run_config=req.run_config, instance=instance, asset_selection=req.asset_selection, tags=req.tags)
+        assert ingest.success
+        (mat,) = ingest.get_asset_materialization_events()
+        assert (mat.materialization.metadata["ingest_mode"].value, mat.materialization.metadata["files_read"].value) == (
+            "incremental", 1)
+        assert lake.rows("bronze", "rates") > rows_before
+        result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=auto.cursor)
+        requested = {k for r in result.results if r.true_subset.size and isinstance(r.key, AssetKey) for k in [r.key]}
+        assert {AssetKey(["silver", "rates"]), AssetKey(["quarantine", "rates"])} <= requested
+        gold = {k for k in requested if k.path[0] == "gold"}
+        assert AssetKey(["gold", "fact_orders"]) in gold, sorted(k.to_user_string() for k in requested)
+        assert all(k.path[0] in ("silver", "quarantine", "gold") for k in requested)
+        path = [AssetKey(["silver", "rates"]), AssetKey(["quarantine", "rates"]), AssetKey(["gold", "fact_orders"])]
+        run = defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=instance, asset_selection=path)
+        assert run.success, _failures(run)[:3]
+    assert lake.version("silver", "rates") > silver_before
+    published = [r for r in lake.published().to_pylist() if r["run_id"] == run.run_id]
+    assert {(r["layer"], r["table"]) for r in published} >= {("silver", "rates"), ("gold", "fact_orders")}
+    assert {r["version"] for r in published if r["table"] == "fact_orders"} == {lake.version("gold", "fact_orders")}

@@ -468,6 +468,9 @@ def test_s3_store_lists_stages_and_rejects_unsafe_keys(moto_s3, tmp_path, monkey
     client.put_object(Bucket="store-test", Key="p/crm/accounts/dt=2026-11-01/../../evil.csv", Body=b"x")
     client.put_object(Bucket="store-test", Key="p/crm/accounts/", Body=b"")
     client.put_object(Bucket="store-test", Key="other/crm/accounts/dt=2026-11-01/b.csv", Body=b"x")
+    monkeypatch.delenv("ETL_S3_READ_MODE", raising=False)
+    assert read_mode() == "s3a"  # the default: Spark reads the objects, no copies
+    monkeypatch.setenv("ETL_S3_READ_MODE", "stage")
     store = S3LandingStore("s3://store-test/p", staging_dir=str(tmp_path))
     files = store.list_files()
     assert [f.key for f in files] == ["crm/accounts/dt=2026-11-01/a.csv"]
@@ -484,7 +487,6 @@ def test_s3_store_lists_stages_and_rejects_unsafe_keys(moto_s3, tmp_path, monkey
     with pytest.raises(LandingError):
         store.local_path(bad)
     monkeypatch.setenv("ETL_S3_READ_MODE", "s3a")
-    assert read_mode() == "s3a"
     assert S3LandingStore("s3://store-test/p").spark_path(f) == "s3a://store-test/p/crm/accounts/dt=2026-11-01/a.csv"
     conf = s3a_spark_conf()
     assert conf["spark.hadoop.fs.s3a.endpoint"] == moto_s3.endpoint
@@ -493,6 +495,40 @@ def test_s3_store_lists_stages_and_rejects_unsafe_keys(moto_s3, tmp_path, monkey
     monkeypatch.setenv("ETL_S3_READ_MODE", "hdfs")
     with pytest.raises(ValueError, match="ETL_S3_READ_MODE"):
         read_mode()
+
+
+def test_s3a_mode_reads_parquet_footers_in_place_and_copies_nothing(moto_s3, tmp_path, monkeypatch):  # noqa: F811
+    """In the default s3a mode the driver reads a Parquet footer by ranged GETs (no staged copy)
+    and prefetch stages nothing; a truncated file is a bad file, a vanished object a store error."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from etl_assets.storage import StoreReadError
+    from etl_assets.transforms.bronze import parquet_schema
+
+    monkeypatch.delenv("ETL_S3_READ_MODE", raising=False)
+    client = moto_s3.client()
+    client.create_bucket(Bucket="footer-test")
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"order_id": list(range(50_000)), "amount": [1.5] * 50_000}), buf)
+    body = buf.getvalue()
+    assert len(body) > 64 * 1024  # the footer is not the whole file
+    client.put_object(Bucket="footer-test", Key="p/warehouse/orders/dt=2026-11-01/a.parquet", Body=body)
+    client.put_object(Bucket="footer-test", Key="p/warehouse/orders/dt=2026-11-01/cut.parquet", Body=body[:-100])
+    store = S3LandingStore("s3://footer-test/p", staging_dir=str(tmp_path / "staging"))
+    good, cut = sorted(store.list_files(), key=lambda f: f.key)
+    store.prefetch([good, cut])
+    with store.open_binary(good) as fh:
+        assert parquet_schema(fh, good.uri).names == ["order_id", "amount"]
+    with store.open_binary(cut) as fh, pytest.raises(LandingError, match="cannot read Parquet file") as bad:
+        parquet_schema(fh, cut.uri)
+    assert not isinstance(bad.value, StoreReadError)
+    assert not (tmp_path / "staging").exists(), "nothing staged in s3a mode"
+    client.delete_object(Bucket="footer-test", Key="p/warehouse/orders/dt=2026-11-01/a.parquet")
+    with pytest.raises(StoreReadError, match="a.parquet"):
+        store.open_binary(good)
 
 
 class FakeStore(LandingStore):

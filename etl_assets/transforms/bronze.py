@@ -28,6 +28,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from dataclasses import dataclass, field
 
 import pyarrow.parquet as pq
@@ -37,7 +38,7 @@ from pyspark.sql import types as T
 
 from etl_assets.registry import CORRUPT_COLUMN, Dataset
 from etl_assets.schemas import bronze_read_schema, spark_schema
-from etl_assets.storage import LandedFile, LandingError, LandingStore
+from etl_assets.storage import LandedFile, LandingError, LandingStore, StoreReadError
 
 BOM = "\ufeff"
 
@@ -121,9 +122,12 @@ def csv_drift(ds: Dataset, header: list[str], uri: str) -> Drift | None:
     return d
 
 
-def parquet_schema(local: str, uri: str):
+def parquet_schema(source, uri: str):
+    """The schema in a Parquet footer: ``source`` is a path or a seekable binary file."""
     try:
-        return pq.read_schema(local)
+        return pq.read_schema(source)
+    except StoreReadError:
+        raise  # the store could not serve the bytes: not the file's fault
     except Exception as e:  # truncated, not Parquet, ...
         raise LandingError(f"{uri}: cannot read Parquet file: {e}") from e
 
@@ -163,8 +167,19 @@ def file_drift(ds: Dataset, store: LandingStore, f: LandedFile) -> Drift | None:
         header = _csv_header(store, f)
         return csv_drift(ds, header, f.uri) if header else None
     if ds.format == "parquet":
-        return parquet_drift(ds, parquet_schema(store.local_path(f), f.uri), f.uri)
+        with store.open_binary(f) as fh:
+            return parquet_drift(ds, parquet_schema(fh, f.uri), f.uri)
     return jsonl_drift(ds, store.head(f), f.uri)
+
+
+#: a file's ``_dt``: the ``dt=YYYY-MM-DD`` folder that holds it (none when its folder is not one)
+FILE_DAY_PATTERN = r"/dt=(\d{4}-\d{2}-\d{2})/[^/]*$"
+
+
+def file_day(uri: str) -> str | None:
+    """The ``_dt`` that bronze gives the rows of the file at ``uri``."""
+    m = re.search(FILE_DAY_PATTERN, uri)
+    return m.group(1) if m else None
 
 
 def _with_lineage(df: DataFrame, ds: Dataset, uri_of: dict[str, str], run_id: str) -> DataFrame:
@@ -175,7 +190,7 @@ def _with_lineage(df: DataFrame, ds: Dataset, uri_of: dict[str, str], run_id: st
     # map them back to landing URIs. '+' is protected so that url_decode does not make it a space.
     decoded = F.url_decode(F.regexp_replace(path, r"\+", "%2B"))
     src = F.coalesce(mapping[path], mapping[decoded], path)
-    dt = F.regexp_extract(src, r"/dt=(\d{4}-\d{2}-\d{2})/[^/]*$", 1)
+    dt = F.regexp_extract(src, FILE_DAY_PATTERN, 1)
     return df.select(
         *[F.col(c) for c in ds.source_columns],
         F.col(CORRUPT_COLUMN),
@@ -326,14 +341,17 @@ def read_parquet_files(spark, ds, files, store, run_id) -> BronzeRead:
         if f.size == 0:
             skipped.append(f.uri)
             continue
-        # the footer is read with pyarrow from a local (or staged) copy, before Spark reads it;
-        # a file without a readable footer (truncated, not Parquet) is rejected, the rest go on
-        local = store.local_path(f)  # a store error (download failed) raises: retried next run
-        try:
-            schema = parquet_schema(local, f.uri)
-        except LandingError as e:
-            rejected[f.uri] = str(e)
-            continue
+        # the footer is read with pyarrow before Spark reads the file (on S3 by ranged GETs);
+        # a file without a readable footer (truncated, not Parquet) is rejected, the rest go on;
+        # a store error (S3 kept failing) raises: nothing is marked ingested, retried next run
+        with store.open_binary(f) as fh:
+            try:
+                schema = parquet_schema(fh, f.uri)
+            except StoreReadError:
+                raise
+            except LandingError as e:
+                rejected[f.uri] = str(e)
+                continue
         d = parquet_drift(ds, schema, f.uri)
         if d:
             drift.append(d)
