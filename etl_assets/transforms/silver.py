@@ -33,6 +33,7 @@ from etl_assets.transforms.parsing import (
     PARSERS,
     clean,
     normalise_email,
+    parse_date,
     parse_json,
     utc_date,
 )
@@ -146,7 +147,7 @@ def rule_checks(ds: Dataset, known_currencies: list[str]) -> list[tuple[Column, 
         checks += [(p("unit_price") < 0, "invalid_unit_price"), (cur_unknown, "invalid_currency")]
     elif n == "orders":
         # 00:00 UTC of _dt + 2 days, whatever the session time zone
-        future = F.timestamp_seconds((F.unix_date(F.try_to_date(F.col("_dt"), "yyyy-MM-dd")) + 2) * 86_400)
+        future = F.timestamp_seconds((F.unix_date(parse_date(F.col("_dt"))) + 2) * 86_400)
         checks += [
             (p("quantity") < 1, "invalid_quantity"),
             (p("amount") < 0, "invalid_amount"),
