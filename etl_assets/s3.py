@@ -159,6 +159,7 @@ def s3a_spark_conf(environ: dict | None = None) -> dict[str, str]:
     conf = {
         "spark.hadoop.fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
         "spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",  # s3:// as S3A
+        "spark.hadoop.fs.AbstractFileSystem.s3.impl": "org.apache.hadoop.fs.s3a.S3A",  # FileContext (Delta log)
         "spark.hadoop.fs.s3a.aws.credentials.provider": env.get(
             "ETL_S3A_CREDENTIALS_PROVIDER",
             "software.amazon.awssdk.auth.credentials.DefaultCredentialsProvider",
