@@ -87,6 +87,15 @@ def test_the_oldest_emr_runtime_runs_the_entry_point_on_tables_the_main_environm
     version, *jars = probe.stdout.split()
     assert version == "4.0.2", f"the {RUNTIME} environment has pyspark {version}"
     assert sorted(Path(j).name for j in jars) == ["delta-spark_2.13-4.0.0.jar", "delta-storage-4.0.0.jar"], jars
+    # the whole package, not only what runs below: no pyspark.sql.functions newer than Spark 4.0
+    # (try_to_date was one: Spark 4.1+)
+    missing = subprocess.run(
+        [str(RUNTIME_PYTHON), "-c", "import re, pathlib, pyspark.sql.functions as F; print(*sorted("
+         "{n for f in pathlib.Path('etl_assets').rglob('*.py') for n in re.findall(r'\\bF\\.([A-Za-z_]\\w*)', "
+         "f.read_text()) if not hasattr(F, n)}))"],
+        cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 0 and missing.stdout.split() == [], \
+        f"pyspark.sql.functions not in Spark 4.0 ({RUNTIME}): {missing.stdout}{missing.stderr[-2000:]}"
 
     landing, main_lake, old_lake = tmp_path / "landing", tmp_path / "lake_main", tmp_path / "lake_old"
     generate(str(landing), days=1, seed=14, scale=0.003)
