@@ -36,8 +36,7 @@ $(EMR_RUNTIME_STAMP): pyproject.toml requirements.lock | $(STAMP)
 	@test -x $(ETL_EMR_RUNTIME_VENV)/bin/python || $(PYTHON) -m venv $(ETL_EMR_RUNTIME_VENV)
 	@grep -iv '^pyspark==' requirements.lock > $(ETL_EMR_RUNTIME_VENV)/constraints.txt
 	@$(BIN)/python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
-		print("\n".join(d for d in p["dependencies"] + p["optional-dependencies"]["test"] \
-		if not d.startswith("pyspark") and (d in p["dependencies"] or d.startswith("deltalake"))))' \
+		print("\n".join(d for d in p["dependencies"] if not d.startswith("pyspark")))' \
 		> $(ETL_EMR_RUNTIME_VENV)/requirements.txt
 	$(ETL_EMR_RUNTIME_VENV)/bin/python -m pip install -q --upgrade pip
 	$(ETL_EMR_RUNTIME_VENV)/bin/python -m pip install -q -c $(ETL_EMR_RUNTIME_VENV)/constraints.txt \
