@@ -374,7 +374,8 @@ class S3LandingStore(LandingStore):
         return _RangedObject(self, f)
 
     def _get_range(self, f: LandedFile, start: int, end: int) -> bytes:
-        """Bytes ``start..end`` (inclusive) of the object version ``f`` names; retried like ``head``."""
+        """Bytes ``start..end`` (inclusive) of the object version ``f`` names. botocore retries a
+        failed request but not a body cut off while streaming, so that is retried here (bounded)."""
         attempts = max(getattr(self._s3, "max_attempts", 5) or 1, 1)
         for attempt in range(1, attempts + 1):
             try:
@@ -393,25 +394,12 @@ class S3LandingStore(LandingStore):
 
     def head(self, f: LandedFile, nbytes: int = 1 << 20) -> bytes:
         """The first ``nbytes`` of an object, e.g. to sniff a CSV header: from the staged copy
-        when there is one (no second request), else a ranged GET. botocore retries a failed
-        request but not a body cut off while streaming, so that is retried here (bounded)."""
+        when there is one (no second request), else a ranged GET."""
         staged = self._staged.get(f.key)
         if staged and staged[0] == f.etag and os.path.exists(staged[1]):
             with open(staged[1], "rb") as fh:
                 return fh.read(nbytes)
-        attempts = max(getattr(self._s3, "max_attempts", 5) or 1, 1)
-        for attempt in range(1, attempts + 1):
-            try:
-                resp = self.client.get_object(
-                    Bucket=self.bucket, Key=self._object_key(f.key), Range=f"bytes=0-{max(nbytes, 1) - 1}"
-                )
-                with resp["Body"] as body:
-                    return body.read()
-            except (botocore.exceptions.ResponseStreamingError, botocore.exceptions.ReadTimeoutError,
-                    botocore.exceptions.IncompleteReadError) as e:
-                if attempt == attempts:
-                    raise LandingError(f"{f.uri}: cannot read the object's first bytes: {e}") from e
-                time.sleep(min(0.05 * 2 ** attempt, 2.0) * random.random())
+        return self._get_range(f, 0, max(nbytes, 1) - 1)
 
     def __repr__(self) -> str:
         return f"S3LandingStore({self.root_uri!r}, mode={self.mode!r})"
