@@ -268,3 +268,18 @@ def test_a_redelivered_file_with_quotes_in_its_name_replaces_its_rows(spark, tmp
     assert sum(r["_source_file"].endswith("part-o'brien's \"rates\".csv") for r in bronze) == len(lines) - 1
     # the log recorded the new version: the next run finds nothing new
     assert ingest_bronze(spark, ds, landing_store(str(landing)), lake, "run-3", BronzeConfig(mode="incremental")) is None
+
+
+def test_an_s3_lake_without_credentials_is_refused_naming_the_setting(monkeypatch):
+    """No credentials anywhere (environment, files, instance metadata): the start-up check of an
+    S3 lake fails before any step, naming ETL_LAKE_URI and the bucket."""
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+              "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+              "AWS_CONTAINER_CREDENTIALS_FULL_URI"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    with pytest.raises(ValueError, match=r"ETL_LAKE_URI='s3://acme-lake/lake': cannot use bucket 'acme-lake': .*credentials"):
+        Lake("s3://acme-lake/lake").check()
