@@ -11,7 +11,10 @@ Deployment (CD, per release) puts two artifacts under ``emr.artifacts_uri``:
 
 - ``entrypoint.py``: ``etl_assets/emr/entrypoint.py`` of the release (``ENTRYPOINT`` below);
 - ``etl_assets_env.tar.gz``: a ``venv-pack`` of a virtualenv with this package installed, built
-  for EMR's Amazon Linux / Python (unpacked by Spark as ``./environment``).
+  for EMR's Amazon Linux / Python (unpacked by Spark as ``./environment``). It holds the
+  project's dependencies pinned by ``requirements.lock`` *but pyspark* (EMR's own pyspark and
+  Delta jars are used), the recipe of ``make emr-runtime-env``: ``pip install -c <lock without
+  pyspark> <pyproject dependencies without pyspark>`` then ``pip install --no-deps .``.
 
 To debug the entry point on a laptop: ``python etl_assets/emr/entrypoint.py --master 'local[2]'
 --select bronze/rates,silver/rates`` (prints what it would report). The tests run the whole
