@@ -379,8 +379,9 @@ class S3LandingStore(LandingStore):
         attempts = max(getattr(self._s3, "max_attempts", 5) or 1, 1)
         for attempt in range(1, attempts + 1):
             try:
+                version = {"IfMatch": f'"{f.etag}"'} if f.etag else {}  # the version listed, not a newer one
                 resp = self.client.get_object(Bucket=self.bucket, Key=self._object_key(f.key),
-                                              Range=f"bytes={start}-{end}", IfMatch=f'"{f.etag}"')
+                                              Range=f"bytes={start}-{end}", **version)
                 with resp["Body"] as body:
                     return body.read()
             except (botocore.exceptions.ResponseStreamingError, botocore.exceptions.ReadTimeoutError,

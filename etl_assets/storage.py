@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 
 from etl_assets.registry import Dataset
 
-DT_RE = re.compile(r"(?:^|/)dt=(\d{4}-\d{2}-\d{2})/")
+DT_RE = re.compile(r"(?:^|/)dt=([0-9]{4}-[0-9]{2}-[0-9]{2})/")
 
 
 class LandingError(Exception):
@@ -57,8 +57,10 @@ def parse_uri(uri: str) -> tuple[str, str]:
     return "file", os.path.abspath(uri)
 
 
-class StoreReadError(LandingError):
-    """The store could not serve a landed file's bytes (S3 kept failing): retried next run."""
+class StoreReadError(Exception):
+    """The store could not serve a landed file's bytes (S3 kept failing, the object changed or
+    vanished): the step fails and the next run retries the file. Deliberately not a
+    ``LandingError`` (a bad file, rejected while the others go on)."""
 
 
 class LandingStore:
@@ -118,7 +120,7 @@ class LandingStore:
             rest = f.key[len(ds.landing_prefix) + 1 :]
             if not safe_key(f.key) or not f.key.lower().endswith(ds.ext):
                 continue
-            if not re.match(r"^dt=\d{4}-\d{2}-\d{2}/[^/]+$", rest):
+            if not re.match(r"^dt=[0-9]{4}-[0-9]{2}-[0-9]{2}/[^/]+$", rest):
                 continue
             out.append(f)
         return sorted(out, key=lambda f: f.key)

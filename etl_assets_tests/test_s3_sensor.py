@@ -529,6 +529,18 @@ def test_s3a_mode_reads_parquet_footers_in_place_and_copies_nothing(moto_s3, tmp
     client.delete_object(Bucket="footer-test", Key="p/warehouse/orders/dt=2026-11-01/a.parquet")
     with pytest.raises(StoreReadError, match="a.parquet"):
         store.open_binary(good)
+    # a CSV header read from an object that changed since the listing: a store error (the step
+    # fails, the next run retries), never a bad file (rejected and skipped until re-delivered)
+    from etl_assets.transforms.bronze import _csv_header
+
+    key = "p/crm/accounts/dt=2026-11-01/a.csv"
+    client.put_object(Bucket="footer-test", Key=key, Body=b"account_id,name\n1,x\n")
+    (csv_file,) = [f for f in store.list_files() if f.key.endswith("a.csv")]
+    assert _csv_header(store, csv_file) == ["account_id", "name"]
+    client.put_object(Bucket="footer-test", Key=key, Body=b"account_id,name\n2,y\n")  # a new version
+    with pytest.raises(StoreReadError, match="a.csv") as changed:
+        _csv_header(store, csv_file)
+    assert not isinstance(changed.value, LandingError)
 
 
 class FakeStore(LandingStore):

@@ -173,7 +173,7 @@ def file_drift(ds: Dataset, store: LandingStore, f: LandedFile) -> Drift | None:
 
 
 #: a file's ``_dt``: the ``dt=YYYY-MM-DD`` folder that holds it (none when its folder is not one)
-FILE_DAY_PATTERN = r"/dt=(\d{4}-\d{2}-\d{2})/[^/]*$"
+FILE_DAY_PATTERN = r"/dt=([0-9]{4}-[0-9]{2}-[0-9]{2})/[^/]*$"  # [0-9]: Python's \d also takes other digits
 
 
 def file_day(uri: str) -> str | None:
@@ -347,8 +347,6 @@ def read_parquet_files(spark, ds, files, store, run_id) -> BronzeRead:
         with store.open_binary(f) as fh:
             try:
                 schema = parquet_schema(fh, f.uri)
-            except StoreReadError:
-                raise
             except LandingError as e:
                 rejected[f.uri] = str(e)
                 continue
