@@ -290,7 +290,7 @@ def test_emr_pipes_client_runs_the_shipped_entry_point(landing, staging, aws, tm
     for k, v in AWS_TEST_ENV.items():
         monkeypatch.setenv(k, v)
     monkeypatch.setenv("AWS_ENDPOINT_URL", aws.endpoint)
-    monkeypatch.setenv("ETL_S3_READ_MODE", "s3a")  # forwarded to the driver (its own default too)
+    monkeypatch.setenv("ETL_S3_READ_MODE", "stage")  # this host's choice: not the EMR driver's (always s3a)
     _upload(aws, landing, PROD_LANDING)
     aws.client().create_bucket(Bucket=PROD_LAKE[len("s3://"):].split("/")[0])
     boto3.client("secretsmanager").create_secret(
@@ -373,8 +373,8 @@ def test_emr_pipes_client_runs_the_shipped_entry_point(landing, staging, aws, tm
     denv = _driver_env_of(submit)
     assert {"DAGSTER_PIPES_CONTEXT", "DAGSTER_PIPES_MESSAGES"} <= set(denv), "Pipes bootstrap"
     assert (denv["ETL_ENV"], denv["ETL_SPARK_ENGINE"]) == ("prod", "classic")
-    assert (denv["ETL_LANDING_URI"], denv["ETL_LAKE_URI"], denv["ETL_S3_READ_MODE"]) == (
-        PROD_LANDING, PROD_LAKE, "s3a")
+    assert (denv["ETL_LANDING_URI"], denv["ETL_LAKE_URI"]) == (PROD_LANDING, PROD_LAKE)
+    assert "ETL_S3_READ_MODE" not in denv  # the driver always reads s3a (a local copy is no use on EMR)
     assert SALT not in json.dumps(params) and KEY not in json.dumps(params), "secrets are not job parameters"
     assert any(k.startswith("dagster") for k in params["tags"]), params["tags"]
 

@@ -228,8 +228,9 @@ if __name__ == "__main__":
     # (per-table) assets, never the EMR launcher again; one process runs every step.
     os.environ["ETL_SPARK_ENGINE"] = "classic"
     os.environ["ETL_EXECUTOR"] = "in_process"
-    # Spark reads the landed objects in S3 itself (never boto3 copies on the driver's disk)
-    os.environ.setdefault("ETL_S3_READ_MODE", "s3a")
+    # Spark reads the landed objects in S3 itself: never boto3 copies on the driver's disk,
+    # which EMR's executors on other hosts could not see (whatever the launching host uses)
+    os.environ["ETL_S3_READ_MODE"] = "s3a"
     here = os.path.dirname(os.path.abspath(__file__))
     root = os.path.dirname(os.path.dirname(here))
     if os.path.isfile(os.path.join(root, "etl_assets", "__init__.py")) and root not in sys.path:

@@ -45,7 +45,6 @@ _FORWARDED = (
     "ETL_SECRETS_REGION",
     "ETL_SECRETS_PROVIDER",
     "ETL_SPARK_SHUFFLE_PARTITIONS",
-    "ETL_S3_READ_MODE",  # the entry point defaults to s3a: Spark reads the landed objects itself
 )
 
 
