@@ -589,6 +589,11 @@ class Lake:
             if hours < 168:  # below Delta's default of 7 days: the check that refuses it is lifted
                 spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
             hours = math.ceil(hours)  # Delta rounds RETAIN to whole hours: round up, never down
+            # VACUUM lists the table's files in a Spark job of parallelPartitionDiscovery.parallelism
+            # tasks (10,000 by default: 30-50 s of empty tasks on a small machine); the session's
+            # shuffle partitions fit the cluster it runs on
+            spark.conf.set("spark.sql.sources.parallelPartitionDiscovery.parallelism",
+                           spark.conf.get("spark.sql.shuffle.partitions"))
             spark.sql(f"VACUUM {self._sql_table(layer, table)} RETAIN {hours} HOURS").collect()
             if self.version(layer, table) != before:  # VACUUM START/END commits
                 self._logged(layer, table, run_id)
