@@ -2,7 +2,9 @@
 concurrent runs on one lake, and a Spark worker killed in the middle of a job.
 
 Every run is ``dagster job execute -m etl_assets -j etl_all`` in its own process group, on tiny
-generated data. Every lake table is a Delta table, read here with the ``deltalake`` package (an
+generated data -- except the killed runs after the first, which re-execute only the assets still
+at the previous version (``dagster asset materialize --select``), as an operator re-executes a
+failed run from the failure. Every lake table is a Delta table, read here with the ``deltalake`` package (an
 independent reader; a table it cannot read fails the test). Tables are compared by a fingerprint:
 the sorted multiset of row hashes of a Delta version, without the columns that differ between two
 runs of the same input by design (``_ingested_at``, ``_run_id``). ``gold/dq_scorecard`` (one row
@@ -89,13 +91,16 @@ def env_for(landing: Path, lake: Path, home: Path, **extra) -> dict:
     })
 
 
-def start_run(env: dict, log: Path) -> subprocess.Popen:
+def start_run(env: dict, log: Path, select: str | None = None) -> subprocess.Popen:
+    """``dagster job execute -j etl_all`` (or, with ``select``, ``dagster asset materialize
+    --select``) in its own process group."""
     home = Path(env["DAGSTER_HOME"])
     if not (home / "dagster.yaml").exists():
         shutil.copy(REPO_ROOT / "etl_assets" / "instance" / "dagster.local.yaml", home / "dagster.yaml")
+    args = ["asset", "materialize", "--select", select] if select else ["job", "execute", "-j", "etl_all"]
     fh = open(log, "ab")
     try:
-        return subprocess.Popen([str(BIN / "dagster"), "job", "execute", "-j", "etl_all", "-m", "etl_assets"],
+        return subprocess.Popen([str(BIN / "dagster"), *args, "-m", "etl_assets"],
                                 stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT, start_new_session=True)
     finally:
         fh.close()
@@ -255,14 +260,37 @@ def staged_dirs(lake: Path) -> list[Path]:
     return out
 
 
-# kill at the n-th staged silver/quarantine/gold folder seen (24 per run: 9 silver+quarantine
-# transactions, 5 gold tables, dq_scorecard), after a delay: while Spark writes the folder, just
-# after it, and around the Delta commits that follow the quality gate
-# -- and once the moment a silver table's Delta commit appears, before its quarantine commit: the
-# torn state (new silver, previous quarantine) that only the _publish log resolves
+# The kill points. The first victim is etl_all; each later one runs only what is still at the
+# previous version (``pending_selection``: what "re-execute from failure" does), so the ten kills
+# walk through silver and then gold without every victim redoing bronze and the finished tables.
+# A target is (group, n): the victim is killed, after the delay, when the n-th staged folder of
+# that group appears in its run ("silver": silver and quarantine folders, two per dataset;
+# "gold": the five gold tables and dq_scorecard) -- while Spark writes the folder, just after it,
+# and around the Delta commits that follow the quality gate -- or SILVER_COMMIT: the moment a
+# silver table's Delta commit appears, before its quarantine commit, the torn state (new silver,
+# previous quarantine) that only the _publish log resolves. The run after the last kill is a full
+# etl_all again.
 SILVER_COMMIT = "silver commit"
-KILLS = [(1, 0.0), (2, 0.3), (SILVER_COMMIT, 0.0), (4, 0.0), (7, 0.15), (10, 0.0), (13, 0.6), (16, 0.05), (19, 0.0),
-         (22, 0.3), (24, 0.0)]
+KILLS = [(("silver", 1), 0.0), (("silver", 2), 0.3), (SILVER_COMMIT, 0.0), (("silver", 3), 0.0),
+         (("silver", 4), 0.15), (("silver", 5), 0.0), (("silver", 4), 0.6), (("gold", 1), 0.05),
+         (("gold", 2), 0.0), (("gold", 3), 0.3)]
+
+
+def pending_selection(state: dict[tuple[str, str], str], fp_a: dict, fp_b: dict) -> str:
+    """The assets a re-execution runs: every table still at the previous version (A) that the new
+    input changes, with its multi-asset partner (a dataset's silver and quarantine are written by
+    one step), plus dq_scorecard (one row per run) whenever gold is selected."""
+    keys: list[str] = []
+    for (layer, name), v in state.items():
+        if v != "A" or fp_a[(layer, name)] == fp_b[(layer, name)]:
+            continue
+        for key in ([f"silver/{name}", f"quarantine/{name}"] if layer in ("silver", "quarantine")
+                    else [f"{layer}/{name}"]):
+            if key not in keys:
+                keys.append(key)
+    if any(k.startswith(("silver/", "gold/")) for k in keys):
+        keys.append("gold/dq_scorecard")
+    return ",".join(keys)
 
 
 def new_silver_commit(lake: Path, versions: dict[str, int]) -> str | None:
@@ -273,7 +301,7 @@ def new_silver_commit(lake: Path, versions: dict[str, int]) -> str | None:
     return None
 
 
-@pytest.mark.timeout(3600)  # eleven killed runs and a complete one (plus the references when run alone)
+@pytest.mark.timeout(3600)  # ten killed runs and a complete one (plus the references when run alone)
 def test_sigkill_during_silver_and_gold_writes(world, tmp_path):
     lake = tmp_path / "lake"
     shutil.copytree(world["ref_a"], lake)  # the previous complete version of every table
@@ -281,9 +309,11 @@ def test_sigkill_during_silver_and_gold_writes(world, tmp_path):
     env = env_for(world["landing"], lake, home)
     fp_a, fp_b = world["fp_a"], world["fp_b"]
     report = []
+    select = None  # the first victim is etl_all
     for i, (target, delay) in enumerate(KILLS, 1):
         log = tmp_path / f"victim-{i}.log"
-        proc = start_run(env, log)
+        left = set(staged_dirs(lake))  # a killed run's leftovers are not this run's folders
+        proc = start_run(env, log, select)
         seen: dict[Path, float] = {}
         deadline = time.monotonic() + RUN_TIMEOUT
         # silver commit: datasets whose silver and quarantine both change, so a torn pair shows
@@ -291,15 +321,25 @@ def test_sigkill_during_silver_and_gold_writes(world, tmp_path):
                  if all(fp_a[(layer, ds.name)] != fp_b[(layer, ds.name)] for layer in ("silver", "quarantine"))}
         assert watch or target != SILVER_COMMIT, "no dataset whose silver and quarantine both change"
         committed = None
-        while (committed is None) if target == SILVER_COMMIT else (len(seen) < target):
-            assert proc.poll() is None, f"run {i} ended before kill point {target}:\n{tail(log, 40)}"
+
+        def reached() -> bool:
+            if target == SILVER_COMMIT:
+                return committed is not None
+            group, n = target
+            layers = ("silver", "quarantine") if group == "silver" else ("gold",)
+            return sum(1 for d in seen if d.parent.parent.name in layers) >= n
+
+        while not reached():
+            assert proc.poll() is None, (f"run {i} ({select or 'etl_all'}) ended before kill point {target}:\n"
+                                         f"{tail(log, 40)}")
             assert time.monotonic() < deadline, f"run {i} never reached kill point {target}"
             if target == SILVER_COMMIT:
                 committed = new_silver_commit(lake, watch)
                 if committed:
                     break
             for d in staged_dirs(lake):
-                seen.setdefault(d, time.monotonic())
+                if d not in left:
+                    seen.setdefault(d, time.monotonic())
             time.sleep(0.02)
         time.sleep(delay)
         kill_group(proc)
@@ -332,10 +372,14 @@ def test_sigkill_during_silver_and_gold_writes(world, tmp_path):
                 and fp_a[("quarantine", ds.name)] != fp_b[("quarantine", ds.name)]
                 and state[("silver", ds.name)] != state[("quarantine", ds.name)]]
         new = sum(1 for t, v in state.items() if v == "B" and fp_a[t] != fp_b[t])
-        report.append(f"kill {i:2d}: at {'staged folder #' if target != SILVER_COMMIT else ''}{target} ({where}) +{delay:.2f}s; "
+        report.append(f"kill {i:2d} ({'etl_all' if select is None else 're-execution'}): at "
+                      f"{target if target == SILVER_COMMIT else f'{target[0]} staged folder #{target[1]}'} ({where}) +{delay:.2f}s; "
                       f"{new}/{len(TABLES)} tables at the new version; published pairs at the new version: "
                       f"{sum(v == 'B' for v in pairs.values())}/{len(DATASETS)}"
                       + (f"; live silver/quarantine torn (between the two commits): {', '.join(torn)}" if torn else ""))
+        select = pending_selection(state, fp_a, fp_b)
+        assert select, f"kill {i} ({where}): nothing left at the previous version for the next kills"
+        report[-1] += f"; next: {select.count(',') + 1} assets"
 
     # the next run completes and equals a clean run; it leaves no staging, every table is a
     # readable Delta table, and every published pair is the new one and adds up
