@@ -43,6 +43,28 @@ def read_table(lake, layer: str, table: str) -> list[dict]:
     return DeltaTable(str(Path(lake) / layer / table)).to_pyarrow_table().to_pylist()
 
 
+def etl_all_in_process(env: dict, instance=None):
+    """``etl_all`` in this process, on the test session's SparkSession (warm, no JVM to start),
+    with the variables ``env`` set for the run and put back afterwards; the run's result (not
+    raised on failure: ``run_failures`` says why)."""
+    import pytest
+    from dagster import DagsterInstance
+
+    from etl_assets.definitions import build_definitions
+    from etl_assets.settings import load_settings
+
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        job = build_definitions(load_settings()).resolve_job_def("etl_all")
+        return job.execute_in_process(instance=instance or DagsterInstance.ephemeral(), raise_on_error=False)
+
+
+def run_failures(result) -> list[str]:
+    """The failure events of a run's result, as text."""
+    return [f"{e.message} {e.event_specific_data}" for e in result.all_events if "FAILURE" in e.event_type_value]
+
+
 def materializations(result) -> dict[str, dict]:
     """``layer/table`` -> the metadata values of its materialization in a run's result."""
     out = {}

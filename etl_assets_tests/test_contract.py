@@ -29,7 +29,7 @@ from etl_assets.transforms.silver import (
     known_currencies,
     silver_frame,
 )
-from etl_assets_tests.helpers import bronze, classified, rows_by
+from etl_assets_tests.helpers import classified, rows_by
 
 TS = "2026-11-01T10:00:00Z"
 UTC = dt.timezone.utc

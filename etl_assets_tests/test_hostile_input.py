@@ -15,7 +15,6 @@ subprocess whose driver accepts at most 4 MiB of task results.
 
 from __future__ import annotations
 
-import collections
 import datetime as dt
 import json
 import os

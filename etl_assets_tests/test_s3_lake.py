@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from dagster import AssetKey, DagsterInstance, build_sensor_context, evaluate_automation_conditions, instance_for_test
+from dagster import AssetKey, build_sensor_context, evaluate_automation_conditions, instance_for_test
 from deltalake import DeltaTable
 
 from etl_assets.checksums import table_checksum
@@ -20,6 +20,7 @@ from etl_assets.registry import DATASETS, GOLD_TABLES
 from etl_assets.sample_data import generate
 from etl_assets.sensors import landing_arrival_sensor
 from etl_assets.settings import load_settings
+from etl_assets_tests.helpers import etl_all_in_process, run_failures
 from etl_assets_tests.moto_server import moto_process
 
 # two whole etl_all runs in the module fixture (S3 and local): make test-slow
@@ -29,18 +30,6 @@ LAND, LAKE = "etl-s3lake-landing", "etl-s3lake-lake"
 SALT, KEY = "s3-lake-salt", "0123456789abcdef0123456789abcdef"
 TABLES = ([f"{layer}/{ds.name}" for layer in ("bronze", "silver", "quarantine") for ds in DATASETS]
           + [f"gold/{t}" for t in (*GOLD_TABLES, "dq_scorecard")])
-
-
-def _etl_all(env: dict, instance=None) -> object:
-    with pytest.MonkeyPatch.context() as mp:  # the variables are put back afterwards
-        for k, v in env.items():
-            mp.setenv(k, v)
-        job = build_definitions(load_settings()).resolve_job_def("etl_all")
-        return job.execute_in_process(instance=instance or DagsterInstance.ephemeral(), raise_on_error=False)
-
-
-def _failures(result) -> list[str]:
-    return [f"{e.message} {e.event_specific_data}" for e in result.all_events if "FAILURE" in e.event_type_value]
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +53,8 @@ def runs(moto, spark, tmp_path_factory):
     s3_env = {**common, "ETL_LANDING_URI": f"s3://{LAND}/raw", "ETL_LAKE_URI": f"s3://{LAKE}/lake"}
     (root / "dagster_home").mkdir()
     with instance_for_test(temp_dir=str(root / "dagster_home")) as instance:  # kept for the sensor test
-        in_s3 = _etl_all(s3_env, instance)  # the default ETL_S3_READ_MODE: Spark reads s3a://, no copies
-        local = _etl_all({**common, "ETL_LANDING_URI": str(landing), "ETL_LAKE_URI": str(root / "lake")})
+        in_s3 = etl_all_in_process(s3_env, instance)  # the default ETL_S3_READ_MODE: Spark reads s3a://, no copies
+        local = etl_all_in_process({**common, "ETL_LANDING_URI": str(landing), "ETL_LAKE_URI": str(root / "lake")})
         yield dict(in_s3=in_s3, local=local, local_lake=root / "lake", landing=landing, s3=s3, env=s3_env,
                    instance=instance)
 
@@ -84,7 +73,7 @@ def _relative_sources(table, prefix: str):
 
 
 def test_etl_all_runs_with_landing_and_lake_in_s3(runs):
-    assert runs["in_s3"].success, _failures(runs["in_s3"])[:3]
+    assert runs["in_s3"].success, run_failures(runs["in_s3"])[:3]
     assert runs["local"].success
     keys = [o["Key"] for page in runs["s3"].get_paginator("list_objects_v2").paginate(Bucket=LAKE, Prefix="lake/")
             for o in page.get("Contents", [])]
@@ -128,11 +117,11 @@ def test_publish_log_and_protocol_on_s3(runs):
 
 
 def test_a_missing_lake_bucket_stops_the_run_naming_the_setting(runs):
-    result = _etl_all({"ETL_ENV": "local", "ETL_PII_SALT": SALT, "ETL_PII_KEY": KEY,
+    result = etl_all_in_process({"ETL_ENV": "local", "ETL_PII_SALT": SALT, "ETL_PII_KEY": KEY,
                        "ETL_LANDING_URI": f"s3://{LAND}/raw", "ETL_LAKE_URI": "s3://no-such-lake-bucket/lake",
                        "ETL_S3_READ_MODE": "s3a", "ETL_ALERT_LOG": "none"})
     assert not result.success
-    messages = " ".join(_failures(result))
+    messages = " ".join(run_failures(result))
     assert "ETL_LAKE_URI" in messages and "no-such-lake-bucket" in messages
     assert not result.get_asset_materialization_events()
 
@@ -179,7 +168,7 @@ def test_sensor_ingest_and_automation_to_gold_on_the_s3_lake(runs):
         assert all(k.path[0] in ("silver", "quarantine", "gold") for k in requested)
         path = [AssetKey(["silver", "rates"]), AssetKey(["quarantine", "rates"]), AssetKey(["gold", "fact_orders"])]
         run = defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=instance, asset_selection=path)
-        assert run.success, _failures(run)[:3]
+        assert run.success, run_failures(run)[:3]
     assert lake.version("silver", "rates") > silver_before
     published = [r for r in lake.published().to_pylist() if r["run_id"] == run.run_id]
     assert {(r["layer"], r["table"]) for r in published} >= {("silver", "rates"), ("gold", "fact_orders")}
