@@ -22,6 +22,7 @@ from dagster import (
     AssetKey,
     AssetObservation,
     Definitions,
+    Failure,
     RunRequest,
     SensorResult,
     build_sensor_context,
@@ -312,7 +313,8 @@ def _step_7_failed_run_does_not_mark_files_ingested(flow: Flow):
     (req,) = flow.tick(flow.cursor).run_requests
 
     def broken_commit(self, *a, **kw):
-        raise RuntimeError("disk full (injected)")
+        # not retried: Dagster's retry policy would only wait 15 + 30 s to fail the same way
+        raise Failure("disk full (injected)", allow_retries=False)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(Lake, "_commit", broken_commit)
