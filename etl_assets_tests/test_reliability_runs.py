@@ -297,7 +297,7 @@ KILLS = [(("silver", 1), 0.0), (("silver", 2), 0.3), (SILVER_COMMIT, 0.0), (("si
 def pending_selection(state: dict[tuple[str, str], str], fp_a: dict, fp_b: dict) -> str:
     """The assets a re-execution runs: every table still at the previous version (A) that the new
     input changes, with its multi-asset partner (a dataset's silver and quarantine are written by
-    one step), plus dq_scorecard (one row per run) whenever gold is selected."""
+    one step), plus gold/dq_scorecard (one row per run, appended) whenever silver or gold is."""
     keys: list[str] = []
     for (layer, name), v in state.items():
         if v != "A" or fp_a[(layer, name)] == fp_b[(layer, name)]:
