@@ -26,7 +26,7 @@ days, is reported, not asserted.
   overwritten object (only the files holding its rows are rewritten; bronze equals a fresh full
   ingestion) and a late file in a day already ingested (appended; nothing rewritten).
 - ``test_load_30_days``: 30 days of all nine datasets, marked ``slow``: at scale 0.02 in
-  ``make test-slow``; ``make load-report`` runs it at scale 1 (about 1.45M records, 30 minutes)
+  ``make test-slow``; ``make load-report`` runs it at scale 1 (about 1.44M records, 7 minutes)
   and writes ``docs/load.md``. ``ETL_LOAD_DATA_DIR`` keeps the generated landing zone between
   runs (it is deterministic), ``ETL_LOAD_DAYS``/``ETL_LOAD_SCALE`` change the size,
   ``ETL_LOAD_REPORT`` names the report file.
